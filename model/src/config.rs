@@ -1,0 +1,129 @@
+//! Model shape and EPAS training metadata, independent of the file format they came from.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+use crate::sharing::SharingPlan;
+
+/// The shape of a LLaMA decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+}
+
+impl LlamaConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+
+    /// Width of one K (or V) row: `num_kv_heads * head_dim`.
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(ModelError::Config(m));
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_layers", self.num_layers),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return err(format!("{name} must be positive"));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
+            return err(format!(
+                "hidden_size {} is not a multiple of num_heads {}",
+                self.hidden_size, self.num_heads
+            ));
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return err(format!(
+                "num_heads {} is not a multiple of num_kv_heads {}",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return err(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return err(format!("rope_theta {} must be positive", self.rope_theta));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return err(format!(
+                "rms_norm_eps {} must be positive",
+                self.rms_norm_eps
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What EPAS training did to a checkpoint. Absent on ordinary models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpasMeta {
+    /// The sharing ratio the model was trained for (the maximum it serves by default).
+    pub sharing_ratio: f64,
+    /// Number of sharing layers reached in training, `floor(sharing_ratio * L)`.
+    pub sharing_layers: usize,
+    /// The schedule and data used, free-form (interval, block, steps, tokens...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<serde_json::Value>,
+}
+
+/// Shape plus EPAS metadata: everything a caller needs to know about a loaded model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub config: LlamaConfig,
+    pub epas: Option<EpasMeta>,
+    /// Storage of the linear weights, e.g. "q4_1" or "f32".
+    pub weight_format: String,
+}
+
+impl ModelInfo {
+    /// Highest ratio a request may ask for. An ordinary model serves only ratio 0 unless the
+    /// operator allows untrained ("forced") sharing, which degrades quality.
+    pub fn max_sharing_ratio(&self, allow_untrained_sharing: bool) -> f64 {
+        let structural = SharingPlan::max_ratio_for(self.config.num_layers);
+        match (&self.epas, allow_untrained_sharing) {
+            (_, true) => structural,
+            (Some(meta), false) => meta.sharing_ratio.min(structural),
+            (None, false) => 0.0,
+        }
+    }
+
+    /// The plan for `ratio`, refused when above [`Self::max_sharing_ratio`].
+    pub fn plan(&self, ratio: f64, allow_untrained_sharing: bool) -> Result<SharingPlan> {
+        let plan = SharingPlan::new(self.config.num_layers, ratio)?;
+        let max = self.max_sharing_ratio(allow_untrained_sharing);
+        if ratio > max + 1e-12 {
+            let reason = if self.epas.is_none() {
+                "the checkpoint has no EPAS training; pass --allow-untrained-sharing to force it"
+                    .to_string()
+            } else {
+                "the checkpoint was trained up to this ratio; pass --allow-untrained-sharing to go further"
+                    .to_string()
+            };
+            return Err(ModelError::RatioAboveMax { ratio, max, reason });
+        }
+        Ok(plan)
+    }
+}

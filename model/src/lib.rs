@@ -1,0 +1,26 @@
+//! EPAS LLaMA: decoder layers that switch between computing Q/K and reusing the source layer's
+//! attention, per sequence; loaders for GGUF and HF safetensors checkpoints; generation and
+//! evaluation helpers.
+
+pub mod attention;
+pub mod config;
+pub mod error;
+pub mod eval;
+pub mod generate;
+pub mod init;
+pub mod kv_cache;
+pub mod linear;
+pub mod load;
+pub mod model;
+pub mod rope;
+pub mod sampler;
+pub mod sharing;
+pub mod tokenizer;
+
+pub use config::{EpasMeta, LlamaConfig, ModelInfo};
+pub use error::{ModelError, Result};
+pub use kv_cache::SequenceCache;
+pub use load::load_model;
+pub use model::{EpasLlama, Logits, SequenceStep, SharedAttention};
+pub use sharing::{LayerMode, SharingPlan};
+pub use tokenizer::{ChatMessage, IncrementalDecoder, TextTokenizer};

@@ -1,0 +1,107 @@
+//! Linear layers and embeddings over dense or quantized weights.
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
+use std::sync::Arc;
+
+use crate::error::Result;
+
+/// `y = x W^T` with `W` of shape `(out, in)`, dense or quantized (GGUF blocks).
+#[derive(Debug, Clone)]
+pub enum Linear {
+    Dense(Tensor),
+    Quantized {
+        weight: Arc<QTensor>,
+        matmul: QMatMul,
+    },
+}
+
+impl Linear {
+    pub fn dense(weight: Tensor) -> Result<Self> {
+        Ok(Self::Dense(weight.to_dtype(DType::F32)?.contiguous()?))
+    }
+
+    pub fn quantized(weight: QTensor) -> Result<Self> {
+        let weight = Arc::new(weight);
+        let matmul = QMatMul::from_arc(weight.clone())?;
+        Ok(Self::Quantized { weight, matmul })
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        let dims = match self {
+            Self::Dense(w) => w.dims(),
+            Self::Quantized { weight, .. } => weight.shape().dims(),
+        };
+        (dims[0], dims[1])
+    }
+
+    /// `x` is `(n, in)`; returns `(n, out)` in f32.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Dense(w) => x.matmul(&w.t()?)?,
+            Self::Quantized { matmul, .. } => matmul.forward(x)?,
+        })
+    }
+
+    /// The weight as a dense f32 `(out, in)` tensor.
+    pub fn dequantized(&self) -> Result<Tensor> {
+        Ok(match self {
+            Self::Dense(w) => w.clone(),
+            Self::Quantized { weight, .. } => weight.dequantize(&weight.device())?,
+        })
+    }
+
+    /// Storage name, e.g. "f32" or "q4_1".
+    pub fn format(&self) -> String {
+        match self {
+            Self::Dense(w) => format!("{:?}", w.dtype()).to_lowercase(),
+            Self::Quantized { weight, .. } => format!("{:?}", weight.dtype()).to_lowercase(),
+        }
+    }
+}
+
+/// Token embedding table `(vocab, hidden)`.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Embedding {
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Dense(w) => w.dims()[0],
+            Self::Quantized(q) => q.shape().dims()[0],
+        }
+    }
+
+    /// Rows for `ids` (a u32 tensor of shape `(n,)`), as `(n, hidden)` f32.
+    pub fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Dense(w) => w.index_select(ids, 0)?,
+            Self::Quantized(q) => q.embedding(ids)?,
+        })
+    }
+
+    /// The table as a linear layer (tied LM head).
+    pub fn as_linear(&self) -> Result<Linear> {
+        match self {
+            Self::Dense(w) => Linear::dense(w.clone()),
+            Self::Quantized(q) => {
+                let matmul = QMatMul::from_arc(q.clone())?;
+                Ok(Linear::Quantized {
+                    weight: q.clone(),
+                    matmul,
+                })
+            }
+        }
+    }
+
+    pub fn dequantized(&self) -> Result<Tensor> {
+        Ok(match self {
+            Self::Dense(w) => w.clone(),
+            Self::Quantized(q) => q.dequantize(&q.device())?,
+        })
+    }
+}

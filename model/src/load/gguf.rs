@@ -1,0 +1,259 @@
+//! Loads a LLaMA GGUF file (quantized or float) as an [`EpasLlama`] with its tokenizer.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::Device;
+
+use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
+use crate::error::{ModelError, Result};
+use crate::linear::{Embedding, Linear};
+use crate::model::{DecoderLayer, EpasLlama};
+use crate::rope::gguf_to_hf_row_order;
+use crate::tokenizer::TextTokenizer;
+
+use super::gguf_tokenizer::tokenizer_from_gguf;
+
+struct GgufReader<'a> {
+    path: &'a Path,
+    content: Content,
+    reader: BufReader<File>,
+    device: &'a Device,
+}
+
+impl GgufReader<'_> {
+    fn format_error(&self, message: String) -> ModelError {
+        ModelError::Format {
+            path: self.path.to_path_buf(),
+            format: "GGUF",
+            message,
+        }
+    }
+
+    fn tensor(&mut self, name: &str, expected: &[usize]) -> Result<QTensor> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| ModelError::Missing {
+                path: self.path.to_path_buf(),
+                what: format!("tensor {name}"),
+            })?;
+        if info.shape.dims() != expected {
+            return Err(ModelError::ShapeMismatch {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                actual: info.shape.dims().to_vec(),
+            });
+        }
+        self.content
+            .tensor(&mut self.reader, name, self.device)
+            .map_err(|e| self.format_error(format!("tensor {name}: {e}")))
+    }
+
+    fn linear(&mut self, name: &str, expected: &[usize]) -> Result<Linear> {
+        let q = self.tensor(name, expected)?;
+        as_linear(q)
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<candle_core::Tensor> {
+        let q = self.tensor(name, &[len])?;
+        Ok(q.dequantize(self.device)?)
+    }
+}
+
+fn as_linear(q: QTensor) -> Result<Linear> {
+    match q.dtype() {
+        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+            Linear::dense(q.dequantize(&q.device())?)
+        }
+        _ => Linear::quantized(q),
+    }
+}
+
+/// Reorders the output rows of a `(rows, cols)` quantized matrix: row `r` of the result is row
+/// `order[r]` of `q`. Quantization blocks run along a row, so whole rows move intact.
+fn permute_rows(q: &QTensor, order: &[usize]) -> Result<QTensor> {
+    let (rows, cols) = q.shape().dims2()?;
+    let dtype = q.dtype();
+    let row_bytes = cols / dtype.block_size() * dtype.type_size();
+    let data = q.data()?;
+    let mut out = Vec::with_capacity(rows * row_bytes);
+    for &src in order {
+        out.extend_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+    }
+    let storage = QStorage::from_data(Cow::Owned(out), &q.device(), dtype)?;
+    Ok(QTensor::new(storage, (rows, cols))?)
+}
+
+fn md<'a>(meta: &'a HashMap<String, Value>, key: &str) -> Option<&'a Value> {
+    meta.get(key)
+}
+
+fn md_usize(meta: &HashMap<String, Value>, key: &str) -> Option<usize> {
+    md(meta, key).and_then(|v| match v {
+        Value::U8(x) => Some(*x as usize),
+        Value::U16(x) => Some(*x as usize),
+        Value::U32(x) => Some(*x as usize),
+        Value::U64(x) => Some(*x as usize),
+        Value::I32(x) if *x >= 0 => Some(*x as usize),
+        Value::I64(x) if *x >= 0 => Some(*x as usize),
+        _ => None,
+    })
+}
+
+fn md_f64(meta: &HashMap<String, Value>, key: &str) -> Option<f64> {
+    md(meta, key).and_then(|v| match v {
+        Value::F32(x) => Some(*x as f64),
+        Value::F64(x) => Some(*x),
+        _ => None,
+    })
+}
+
+/// Reads `path` (a `.gguf` file) onto `device`.
+pub fn load_gguf(path: &Path, device: &Device) -> Result<(EpasLlama, TextTokenizer)> {
+    let file = File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader).map_err(|e| ModelError::Format {
+        path: path.to_path_buf(),
+        format: "GGUF",
+        message: e.to_string(),
+    })?;
+    let meta = &content.metadata;
+    let arch = match md(meta, "general.architecture") {
+        Some(Value::String(s)) => s.clone(),
+        _ => {
+            return Err(ModelError::Missing {
+                path: path.to_path_buf(),
+                what: "metadata general.architecture".into(),
+            })
+        }
+    };
+    if arch != "llama" {
+        return Err(ModelError::UnknownArchitecture(arch));
+    }
+    let need = |key: &str| {
+        md_usize(meta, key).ok_or_else(|| ModelError::Missing {
+            path: path.to_path_buf(),
+            what: format!("metadata {key}"),
+        })
+    };
+    let num_heads = need("llama.attention.head_count")?;
+    let hidden_size = need("llama.embedding_length")?;
+    let vocab_size = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .map(|t| t.shape.dims()[0])
+        .ok_or_else(|| ModelError::Missing {
+            path: path.to_path_buf(),
+            what: "tensor token_embd.weight".into(),
+        })?;
+    let config = LlamaConfig {
+        vocab_size,
+        hidden_size,
+        intermediate_size: need("llama.feed_forward_length")?,
+        num_layers: need("llama.block_count")?,
+        num_heads,
+        num_kv_heads: md_usize(meta, "llama.attention.head_count_kv").unwrap_or(num_heads),
+        rope_theta: md_f64(meta, "llama.rope.freq_base").unwrap_or(10000.0) as f32,
+        rms_norm_eps: md_f64(meta, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+        max_position_embeddings: md_usize(meta, "llama.context_length").unwrap_or(2048),
+        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
+    };
+    config.validate()?;
+    if let Some(rope_dim) = md_usize(meta, "llama.rope.dimension_count") {
+        if rope_dim != config.head_dim() {
+            return Err(ModelError::Config(format!(
+                "partial RoPE (dimension_count {rope_dim} < head_dim {}) is not supported",
+                config.head_dim()
+            )));
+        }
+    }
+    let epas = epas_meta(meta, &config);
+    let name = match md(meta, "general.name") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+    };
+    let tokenizer = tokenizer_from_gguf(meta, path)?;
+
+    let mut r = GgufReader {
+        path,
+        content,
+        reader,
+        device,
+    };
+    let (d, kv, ffn, hd) = (
+        config.hidden_size,
+        config.kv_dim(),
+        config.intermediate_size,
+        config.head_dim(),
+    );
+    let embed = Embedding::Quantized(std::sync::Arc::new(
+        r.tensor("token_embd.weight", &[config.vocab_size, d])?,
+    ));
+    let q_order = gguf_to_hf_row_order(config.num_heads, hd);
+    let k_order = gguf_to_hf_row_order(config.num_kv_heads, hd);
+    let mut layers = Vec::with_capacity(config.num_layers);
+    for i in 0..config.num_layers {
+        let p = format!("blk.{i}");
+        let wq = permute_rows(&r.tensor(&format!("{p}.attn_q.weight"), &[d, d])?, &q_order)?;
+        let wk = permute_rows(
+            &r.tensor(&format!("{p}.attn_k.weight"), &[kv, d])?,
+            &k_order,
+        )?;
+        layers.push(DecoderLayer {
+            attn_norm: r.vector(&format!("{p}.attn_norm.weight"), d)?,
+            wq: as_linear(wq)?,
+            wk: as_linear(wk)?,
+            wv: r.linear(&format!("{p}.attn_v.weight"), &[kv, d])?,
+            wo: r.linear(&format!("{p}.attn_output.weight"), &[d, d])?,
+            mlp_norm: r.vector(&format!("{p}.ffn_norm.weight"), d)?,
+            gate: r.linear(&format!("{p}.ffn_gate.weight"), &[ffn, d])?,
+            up: r.linear(&format!("{p}.ffn_up.weight"), &[ffn, d])?,
+            down: r.linear(&format!("{p}.ffn_down.weight"), &[d, ffn])?,
+        });
+    }
+    let norm = r.vector("output_norm.weight", d)?;
+    let lm_head = if config.tie_word_embeddings {
+        embed.as_linear()?
+    } else {
+        r.linear("output.weight", &[config.vocab_size, d])?
+    };
+    let weight_format = layers[0].wv.format();
+    let info = ModelInfo {
+        name,
+        config,
+        epas,
+        weight_format,
+    };
+    let model = EpasLlama::new(info, embed, layers, norm, lm_head)?;
+    Ok((model, tokenizer))
+}
+
+/// EPAS metadata under `epas.*`: `epas.sharing_ratio`, `epas.sharing_layers`, `epas.schedule`
+/// (a JSON string).
+fn epas_meta(meta: &HashMap<String, Value>, config: &LlamaConfig) -> Option<EpasMeta> {
+    let ratio = md_f64(meta, "epas.sharing_ratio")?;
+    let sharing_layers = md_usize(meta, "epas.sharing_layers")
+        .unwrap_or((ratio * config.num_layers as f64).floor() as usize);
+    let schedule = match md(meta, "epas.schedule") {
+        Some(Value::String(s)) => serde_json::from_str(s).ok(),
+        _ => None,
+    };
+    Some(EpasMeta {
+        sharing_ratio: ratio,
+        sharing_layers,
+        schedule,
+    })
+}

@@ -1,0 +1,272 @@
+//! Loads an HF LLaMA folder: `config.json` (optionally with an `"epas"` object), one or more
+//! `*.safetensors` files and `tokenizer.json` (chat template from `tokenizer_config.json`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+use tokenizers::Tokenizer;
+
+use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
+use crate::error::{ModelError, Result};
+use crate::linear::{Embedding, Linear};
+use crate::model::{DecoderLayer, EpasLlama};
+use crate::tokenizer::TextTokenizer;
+
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    #[serde(default)]
+    model_type: Option<String>,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    #[serde(default)]
+    num_key_value_heads: Option<usize>,
+    vocab_size: usize,
+    #[serde(default = "default_eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    rope_theta: f32,
+    #[serde(default = "default_max_pos")]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    #[serde(default)]
+    rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    head_dim: Option<usize>,
+    #[serde(default)]
+    bos_token_id: Option<u32>,
+    #[serde(default)]
+    eos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    epas: Option<EpasMeta>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f32 {
+    10000.0
+}
+fn default_max_pos() -> usize {
+    2048
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn format_error(path: &Path, format: &'static str, message: impl ToString) -> ModelError {
+    ModelError::Format {
+        path: path.to_path_buf(),
+        format,
+        message: message.to_string(),
+    }
+}
+
+/// What `config.json` says: shape, EPAS metadata, BOS and EOS ids.
+#[derive(Debug, Clone)]
+pub struct HfModelConfig {
+    pub config: LlamaConfig,
+    pub epas: Option<EpasMeta>,
+    pub bos: Option<u32>,
+    pub eos: Vec<u32>,
+}
+
+/// Reads `config.json` of `dir` into the model shape and EPAS metadata.
+pub fn read_config(dir: &Path) -> Result<HfModelConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+    let hf: HfConfig =
+        serde_json::from_str(&text).map_err(|e| format_error(&path, "config.json", e))?;
+    if let Some(t) = &hf.model_type {
+        if t != "llama" {
+            return Err(ModelError::UnknownArchitecture(t.clone()));
+        }
+    }
+    if hf.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(ModelError::Config("rope_scaling is not supported".into()));
+    }
+    let config = LlamaConfig {
+        vocab_size: hf.vocab_size,
+        hidden_size: hf.hidden_size,
+        intermediate_size: hf.intermediate_size,
+        num_layers: hf.num_hidden_layers,
+        num_heads: hf.num_attention_heads,
+        num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+        rope_theta: hf.rope_theta,
+        rms_norm_eps: hf.rms_norm_eps,
+        max_position_embeddings: hf.max_position_embeddings,
+        tie_word_embeddings: hf.tie_word_embeddings,
+    };
+    config.validate()?;
+    if let Some(hd) = hf.head_dim {
+        if hd != config.head_dim() {
+            return Err(ModelError::Config(format!(
+                "head_dim {hd} differs from hidden_size / num_attention_heads = {}",
+                config.head_dim()
+            )));
+        }
+    }
+    if let Some(e) = &hf.epas {
+        if !(e.sharing_ratio.is_finite() && e.sharing_ratio >= 0.0) {
+            return Err(ModelError::Config(format!(
+                "epas.sharing_ratio {} is invalid",
+                e.sharing_ratio
+            )));
+        }
+    }
+    let eos = match hf.eos_token_id {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_u64().map(|v| v as u32))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(HfModelConfig {
+        config,
+        epas: hf.epas,
+        bos: hf.bos_token_id,
+        eos,
+    })
+}
+
+fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ModelError::Missing {
+            path: dir.to_path_buf(),
+            what: "*.safetensors weights".into(),
+        });
+    }
+    Ok(files)
+}
+
+struct Weights<'a> {
+    dir: &'a Path,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Weights<'_> {
+    fn take(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| ModelError::Missing {
+                path: self.dir.to_path_buf(),
+                what: format!("tensor {name}"),
+            })?;
+        if t.dims() != expected {
+            return Err(ModelError::ShapeMismatch {
+                name: name.into(),
+                expected: expected.to_vec(),
+                actual: t.dims().to_vec(),
+            });
+        }
+        Ok(t.to_dtype(candle_core::DType::F32)?)
+    }
+
+    fn linear(&mut self, name: &str, expected: &[usize]) -> Result<Linear> {
+        Linear::dense(self.take(name, expected)?)
+    }
+}
+
+/// Reads the tokenizer of an HF folder.
+pub fn read_tokenizer(dir: &Path, bos: Option<u32>, eos: Vec<u32>) -> Result<TextTokenizer> {
+    let path = dir.join("tokenizer.json");
+    if !path.exists() {
+        return Err(ModelError::Missing {
+            path: dir.to_path_buf(),
+            what: "tokenizer.json".into(),
+        });
+    }
+    let inner =
+        Tokenizer::from_file(&path).map_err(|e| format_error(&path, "tokenizer.json", e))?;
+    let tc_path = dir.join("tokenizer_config.json");
+    let (mut template, mut add_bos) = (None, false);
+    if let Ok(text) = std::fs::read_to_string(&tc_path) {
+        let tc: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format_error(&tc_path, "tokenizer_config.json", e))?;
+        template = tc
+            .get("chat_template")
+            .and_then(|v| v.as_str())
+            .map(String::from);
+        add_bos = tc
+            .get("add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+    }
+    Ok(TextTokenizer::new(inner, bos, eos, add_bos, template))
+}
+
+/// Loads an HF LLaMA folder onto `device`; float weights are kept as f32.
+pub fn load_safetensors(dir: &Path, device: &Device) -> Result<(EpasLlama, TextTokenizer)> {
+    let HfModelConfig {
+        config,
+        epas,
+        bos,
+        eos,
+    } = read_config(dir)?;
+    let mut tensors = HashMap::new();
+    for file in safetensor_files(dir)? {
+        let loaded = candle_core::safetensors::load(&file, device)
+            .map_err(|e| format_error(&file, "safetensors", e))?;
+        tensors.extend(loaded);
+    }
+    let mut w = Weights { dir, tensors };
+    let (d, kv, ffn, v) = (
+        config.hidden_size,
+        config.kv_dim(),
+        config.intermediate_size,
+        config.vocab_size,
+    );
+    let embed = Embedding::Dense(w.take("model.embed_tokens.weight", &[v, d])?);
+    let mut layers = Vec::with_capacity(config.num_layers);
+    for i in 0..config.num_layers {
+        let p = format!("model.layers.{i}");
+        layers.push(DecoderLayer {
+            attn_norm: w.take(&format!("{p}.input_layernorm.weight"), &[d])?,
+            wq: w.linear(&format!("{p}.self_attn.q_proj.weight"), &[d, d])?,
+            wk: w.linear(&format!("{p}.self_attn.k_proj.weight"), &[kv, d])?,
+            wv: w.linear(&format!("{p}.self_attn.v_proj.weight"), &[kv, d])?,
+            wo: w.linear(&format!("{p}.self_attn.o_proj.weight"), &[d, d])?,
+            mlp_norm: w.take(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
+            gate: w.linear(&format!("{p}.mlp.gate_proj.weight"), &[ffn, d])?,
+            up: w.linear(&format!("{p}.mlp.up_proj.weight"), &[ffn, d])?,
+            down: w.linear(&format!("{p}.mlp.down_proj.weight"), &[d, ffn])?,
+        });
+    }
+    let norm = w.take("model.norm.weight", &[d])?;
+    let lm_head = if config.tie_word_embeddings || !w.tensors.contains_key("lm_head.weight") {
+        embed.as_linear()?
+    } else {
+        w.linear("lm_head.weight", &[v, d])?
+    };
+    let tokenizer = read_tokenizer(dir, bos, eos)?;
+    let name = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let info = ModelInfo {
+        name,
+        config,
+        epas,
+        weight_format: "f32".into(),
+    };
+    let model = EpasLlama::new(info, embed, layers, norm, lm_head)?;
+    Ok((model, tokenizer))
+}

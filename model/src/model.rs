@@ -1,0 +1,365 @@
+//! The EPAS LLaMA: one forward for every caller. Each sequence of a batch carries its own
+//! sharing plan; rows are ordered by sharing depth so that, at every layer, the rows that still
+//! compute Q/K form a contiguous prefix and their projections run on one slice.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::attention::AttentionShape;
+use crate::config::ModelInfo;
+use crate::error::{ModelError, Result};
+use crate::kv_cache::SequenceCache;
+use crate::linear::{Embedding, Linear};
+use crate::rope::RopeTable;
+
+/// Weights of one decoder layer.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    pub attn_norm: Tensor,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    pub mlp_norm: Tensor,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+/// How sharing layers obtain their attention probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedAttention {
+    /// Keep the source layer's `P` and compute only `P V` (skips `Q K^T` and softmax), unless `P`
+    /// of one sequence would exceed `max_probs_floats`, then recompute.
+    ReuseProbabilities { max_probs_floats: usize },
+    /// Recompute `softmax(Q K^T)` from the source layer's Q and K in every sharing layer.
+    Recompute,
+}
+
+impl Default for SharedAttention {
+    fn default() -> Self {
+        Self::ReuseProbabilities {
+            max_probs_floats: 32 << 20,
+        }
+    }
+}
+
+/// Which logits a sequence wants from a forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last new position (generation).
+    Last,
+    /// Every new position (perplexity).
+    All,
+    /// None (a prefill chunk that is not the prompt's last).
+    Skip,
+}
+
+/// One sequence's part of a forward: new tokens appended after what its cache holds.
+pub struct SequenceStep<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut SequenceCache,
+    pub logits: Logits,
+}
+
+/// What the source layer leaves for the sharing layers of one sequence.
+struct SourceActivations {
+    q: Vec<f32>,
+    probs: Option<Vec<f32>>,
+}
+
+/// A loaded EPAS LLaMA.
+#[derive(Debug, Clone)]
+pub struct EpasLlama {
+    pub info: ModelInfo,
+    pub embed: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: Tensor,
+    pub lm_head: Linear,
+    rope: RopeTable,
+    shape: AttentionShape,
+    shared_attention: SharedAttention,
+    device: Device,
+}
+
+impl EpasLlama {
+    pub fn new(
+        info: ModelInfo,
+        embed: Embedding,
+        layers: Vec<DecoderLayer>,
+        norm: Tensor,
+        lm_head: Linear,
+    ) -> Result<Self> {
+        let c = &info.config;
+        c.validate()?;
+        if layers.len() != c.num_layers {
+            return Err(ModelError::Config(format!(
+                "{} layers loaded, the config says {}",
+                layers.len(),
+                c.num_layers
+            )));
+        }
+        let rope = RopeTable::new(c.head_dim(), c.rope_theta, c.max_position_embeddings);
+        let shape = AttentionShape {
+            num_heads: c.num_heads,
+            num_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim(),
+        };
+        let device = norm.device().clone();
+        Ok(Self {
+            info,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            shape,
+            shared_attention: SharedAttention::default(),
+            device,
+        })
+    }
+
+    pub fn config(&self) -> &crate::config::LlamaConfig {
+        &self.info.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Longest sequence (prompt plus generated tokens) the model can hold.
+    pub fn max_context(&self) -> usize {
+        self.rope.max_positions()
+    }
+
+    pub fn set_shared_attention(&mut self, mode: SharedAttention) {
+        self.shared_attention = mode;
+    }
+
+    pub fn shared_attention(&self) -> SharedAttention {
+        self.shared_attention
+    }
+
+    /// Runs new tokens of every sequence through the model, appends their K/V to each cache
+    /// and returns the logits each asked for, `(positions, vocab)`, in the order of `steps`.
+    /// On error no cache is changed.
+    pub fn forward(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+        self.validate(steps)?;
+        let result = self.forward_validated(steps);
+        match &result {
+            Ok(_) => steps
+                .iter_mut()
+                .for_each(|s| s.cache.commit(s.tokens.len())),
+            Err(_) => steps.iter_mut().for_each(|s| s.cache.rollback()),
+        }
+        result
+    }
+
+    fn validate(&self, steps: &[SequenceStep<'_>]) -> Result<()> {
+        let c = self.config();
+        if steps.is_empty() {
+            return Err(ModelError::Batch("no sequences".into()));
+        }
+        for s in steps {
+            if s.tokens.is_empty() {
+                return Err(ModelError::EmptyPrompt);
+            }
+            let total = s.cache.len() + s.tokens.len();
+            if total > self.max_context() {
+                return Err(ModelError::ContextExceeded {
+                    tokens: total,
+                    context: self.max_context(),
+                });
+            }
+            if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    vocab: c.vocab_size,
+                });
+            }
+            if s.cache.plan().num_layers() != c.num_layers {
+                return Err(ModelError::Batch(format!(
+                    "cache made for {} layers, model has {}",
+                    s.cache.plan().num_layers(),
+                    c.num_layers
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn forward_validated(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+        let c = self.config();
+        let (q_dim, kv_dim) = (c.hidden_size, c.kv_dim());
+        // Shallow sharing first: rows computing Q/K at any layer are then a prefix.
+        let mut order: Vec<usize> = (0..steps.len()).collect();
+        order.sort_by_key(|&i| steps[i].cache.plan().sharing_layers());
+        let mut offsets = Vec::with_capacity(order.len());
+        let mut ids = Vec::new();
+        for &i in &order {
+            offsets.push(ids.len());
+            ids.extend_from_slice(steps[i].tokens);
+        }
+        let n = ids.len();
+        let ids = Tensor::from_vec(ids, n, &self.device)?;
+        let mut x = self.embed.lookup(&ids)?;
+        let mut source: Vec<Option<SourceActivations>> = (0..steps.len()).map(|_| None).collect();
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_norm_eps as f32)?;
+            let computing = order
+                .iter()
+                .take_while(|&&i| steps[i].cache.plan().computes(l))
+                .count();
+            let n_compute = if computing == order.len() {
+                n
+            } else {
+                offsets[computing]
+            };
+            let values = to_vec(&layer.wv.forward(&h)?)?;
+            let (mut q, mut k) = (Vec::new(), Vec::new());
+            if n_compute > 0 {
+                let hc = h.narrow(0, 0, n_compute)?;
+                q = to_vec(&layer.wq.forward(&hc)?)?;
+                k = to_vec(&layer.wk.forward(&hc)?)?;
+            }
+            let mut attn = vec![0f32; n * q_dim];
+            for (slot, &i) in order.iter().enumerate() {
+                let step = &mut steps[i];
+                let (t, start, off) = (step.tokens.len(), step.cache.len(), offsets[slot]);
+                let v_rows = &values[off * kv_dim..(off + t) * kv_dim];
+                let plan = *step.cache.plan();
+                let out = if slot < computing {
+                    let q_rows = &mut q[off * q_dim..(off + t) * q_dim];
+                    let k_rows = &mut k[off * kv_dim..(off + t) * kv_dim];
+                    self.rope.rotate_rows(q_rows, q_dim, start);
+                    self.rope.rotate_rows(k_rows, kv_dim, start);
+                    step.cache.append(l, Some(k_rows), v_rows);
+                    let keys = step.cache.keys(l).expect("compute layers cache keys");
+                    let probs = self.shape.probs(q_rows, keys, start);
+                    let out = self.shape.apply(&probs, step.cache.values(l), t, start);
+                    if plan.source_layer() == Some(l) {
+                        let keep = match self.shared_attention {
+                            SharedAttention::ReuseProbabilities { max_probs_floats } => {
+                                probs.len() <= max_probs_floats
+                            }
+                            SharedAttention::Recompute => false,
+                        };
+                        source[i] = Some(SourceActivations {
+                            q: q_rows.to_vec(),
+                            probs: keep.then_some(probs),
+                        });
+                    }
+                    out
+                } else {
+                    step.cache.append(l, None, v_rows);
+                    let src = source[i].as_ref().ok_or_else(|| {
+                        ModelError::Batch(format!("layer {l} shares but its source did not run"))
+                    })?;
+                    let recomputed;
+                    let probs = match &src.probs {
+                        Some(p) => p,
+                        None => {
+                            let src_layer = plan.source_layer().unwrap_or(0);
+                            let keys = step.cache.keys(src_layer).ok_or_else(|| {
+                                ModelError::Batch("source layer holds no keys".into())
+                            })?;
+                            recomputed = self.shape.probs(&src.q, keys, start);
+                            &recomputed
+                        }
+                    };
+                    self.shape.apply(probs, step.cache.values(l), t, start)
+                };
+                attn[off * q_dim..(off + t) * q_dim].copy_from_slice(&out);
+            }
+            let attn = Tensor::from_vec(attn, (n, q_dim), &self.device)?;
+            x = (x + layer.wo.forward(&attn)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, c.rms_norm_eps as f32)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+            let mlp = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+            x = (x + mlp)?;
+        }
+        self.logits(steps, &order, &offsets, &x)
+    }
+
+    /// Final norm and LM head over only the rows whose logits were asked for.
+    fn logits(
+        &self,
+        steps: &[SequenceStep<'_>],
+        order: &[usize],
+        offsets: &[usize],
+        x: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let mut rows: Vec<u32> = Vec::new();
+        let mut ranges = vec![None; steps.len()];
+        for (slot, &i) in order.iter().enumerate() {
+            let (t, off) = (steps[i].tokens.len(), offsets[slot]);
+            let wanted = match steps[i].logits {
+                Logits::Skip => continue,
+                Logits::Last => (off + t - 1)..(off + t),
+                Logits::All => off..(off + t),
+            };
+            ranges[i] = Some((rows.len(), wanted.len()));
+            rows.extend(wanted.map(|r| r as u32));
+        }
+        if rows.is_empty() {
+            return Ok(vec![None; steps.len()]);
+        }
+        let count = rows.len();
+        let rows = Tensor::from_vec(rows, count, &self.device)?;
+        let x = x.index_select(&rows, 0)?;
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config().rms_norm_eps as f32)?;
+        let logits = self.lm_head.forward(&x)?;
+        ranges
+            .into_iter()
+            .map(|r| {
+                r.map(|(start, len)| Ok(logits.narrow(0, start, len)?))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// Logits of every position of `tokens` for a fresh sequence under `plan` (no cache kept).
+    pub fn forward_sequence(
+        &self,
+        tokens: &[u32],
+        plan: crate::sharing::SharingPlan,
+    ) -> Result<Tensor> {
+        let mut cache = SequenceCache::with_capacity(self.config(), plan, tokens.len());
+        let mut steps = [SequenceStep {
+            tokens,
+            cache: &mut cache,
+            logits: Logits::All,
+        }];
+        let mut out = self.forward(&mut steps)?;
+        out.pop()
+            .flatten()
+            .ok_or_else(|| ModelError::Batch("no logits returned".into()))
+    }
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl EpasLlama {
+    /// Replaces every quantized linear layer by its dense f32 form (more memory, f32 accuracy).
+    pub fn dequantize_weights(&mut self) -> Result<()> {
+        let dense = |l: &Linear| -> Result<Linear> { Linear::dense(l.dequantized()?) };
+        for layer in &mut self.layers {
+            for l in [
+                &mut layer.wq,
+                &mut layer.wk,
+                &mut layer.wv,
+                &mut layer.wo,
+                &mut layer.gate,
+                &mut layer.up,
+                &mut layer.down,
+            ] {
+                *l = dense(l)?;
+            }
+        }
+        self.lm_head = dense(&self.lm_head)?;
+        self.info.weight_format = "f32".into();
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! EPAS Serve engine and OpenAI-compatible HTTP server (in progress: the model core comes first).

@@ -1,0 +1,68 @@
+//! Command-line interface: flags, logging and dispatch to the subcommands.
+
+mod bench;
+mod eval;
+mod generate;
+mod model_args;
+
+use clap::{Parser, Subcommand};
+
+pub use model_args::ModelArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "epas",
+    version,
+    about = "EPAS Serve: LLaMA models with progressive activation sharing"
+)]
+pub struct Cli {
+    /// Worker threads for matrix and attention kernels (default: all cores).
+    #[arg(long, global = true, env = "EPAS_THREADS")]
+    pub threads: Option<usize>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "EPAS_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text from a prompt, streamed to stdout; speed goes to stderr.
+    Generate(generate::GenerateArgs),
+    /// Perplexity and tokens/s of a model on a text, for each sharing ratio.
+    Eval(eval::EvalArgs),
+    /// Single-stream prefill and decode tokens/s per sharing ratio (synthetic prompts).
+    Bench(bench::BenchArgs),
+}
+
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Sizes both thread pools candle uses (rayon for matmuls, its own for elementwise ops read
+/// `RAYON_NUM_THREADS` too).
+pub fn set_threads(threads: usize) {
+    let threads = threads.max(1);
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+}

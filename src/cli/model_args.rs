@@ -1,0 +1,47 @@
+//! Flags shared by every command that loads a model.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use candle_core::Device;
+use clap::Args;
+use epas_model::{EpasLlama, TextTokenizer};
+
+/// The model fetched by `scripts/fetch-models.sh`.
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// GGUF file or HF folder (config.json + *.safetensors + tokenizer.json).
+    #[arg(long, env = "EPAS_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Allow sharing ratios above what the checkpoint was trained for (forced sharing: the
+    /// quality drops).
+    #[arg(long, env = "EPAS_ALLOW_UNTRAINED_SHARING")]
+    pub allow_untrained_sharing: bool,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<(EpasLlama, TextTokenizer)> {
+        if !self.model.exists() && self.model.as_path() == std::path::Path::new(DEFAULT_MODEL) {
+            anyhow::bail!(
+                "{} not found: run scripts/fetch-models.sh first, or pass --model PATH",
+                DEFAULT_MODEL
+            );
+        }
+        let started = std::time::Instant::now();
+        let loaded = epas_model::load_model(&self.model, &Device::Cpu)
+            .with_context(|| format!("loading {}", self.model.display()))?;
+        let c = loaded.0.config();
+        tracing::info!(
+            model = %loaded.0.info.name,
+            layers = c.num_layers,
+            hidden = c.hidden_size,
+            weights = %loaded.0.info.weight_format,
+            epas = loaded.0.info.epas.is_some(),
+            seconds = started.elapsed().as_secs_f32(),
+            "model loaded"
+        );
+        Ok(loaded)
+    }
+}

@@ -1,0 +1,234 @@
+//! The built `epas` binary: exit codes, messages and output formats users and scripts rely on.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn model() -> PathBuf {
+    let p = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "run scripts/fetch-models.sh first");
+    p
+}
+
+fn epas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_epas"))
+        .args(args)
+        .env("EPAS_THREADS", "2")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn generate_streams_text_and_reports_speed() {
+    let m = model();
+    let o = epas(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "Mr. Speaker, Mr. Vice President, Members of Congress",
+        "--max-tokens",
+        "12",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // llama.cpp's greedy continuation of this prompt starts this way.
+    let out = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(out.starts_with(", and the President."), "{out:?}");
+    let err = stderr(&o);
+    assert!(
+        err.contains("tok/s") && err.contains("generated: 12 tokens"),
+        "{err}"
+    );
+}
+
+#[test]
+fn forced_sharing_needs_the_flag() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    let o = epas(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Hello",
+        "--sharing-ratio",
+        "0.5",
+        "--max-tokens",
+        "4",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--allow-untrained-sharing"),
+        "{}",
+        stderr(&o)
+    );
+    let o = epas(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Hello",
+        "--sharing-ratio",
+        "0.5",
+        "--max-tokens",
+        "4",
+        "--allow-untrained-sharing",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sharing 15 of 30 layers (source layer 14)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn bad_inputs_exit_with_clear_errors() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "generate".into(),
+                "--model".into(),
+                "/nonexistent/model.gguf".into(),
+                "--prompt".into(),
+                "x".into(),
+            ],
+            "cannot read",
+        ),
+        (
+            vec![
+                "generate".into(),
+                "--model".into(),
+                m.into(),
+                "--prompt".into(),
+                "".into(),
+            ],
+            "empty",
+        ),
+        (
+            vec![
+                "generate".into(),
+                "--model".into(),
+                m.into(),
+                "--prompt".into(),
+                "x".into(),
+                "--sharing-ratio".into(),
+                "NaN".into(),
+                "--allow-untrained-sharing".into(),
+            ],
+            "not a finite",
+        ),
+        (
+            vec![
+                "generate".into(),
+                "--model".into(),
+                m.into(),
+                "--prompt".into(),
+                "x".into(),
+                "--sharing-ratio".into(),
+                "-1".into(),
+            ],
+            "negative",
+        ),
+        (
+            vec![
+                "generate".into(),
+                "--model".into(),
+                m.into(),
+                "--prompt".into(),
+                "x".into(),
+                "--sharing-ratio".into(),
+                "0.99".into(),
+                "--allow-untrained-sharing".into(),
+            ],
+            "above the maximum",
+        ),
+        (
+            vec![
+                "generate".into(),
+                "--model".into(),
+                m.into(),
+                "--prompt".into(),
+                "x".into(),
+                "--temperature".into(),
+                "-1".into(),
+            ],
+            "temperature",
+        ),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = epas(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}");
+    }
+    let binary = dir.path().join("latin1.txt");
+    std::fs::write(&binary, b"caf\xe9 au lait").unwrap();
+    let o = epas(&["eval", "--model", m, "--text", binary.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not UTF-8"), "{}", stderr(&o));
+    let o = epas(&["eval", "--model", m, "--text", "/nonexistent.txt"]);
+    assert_eq!(o.status.code(), Some(1));
+    // Usage errors are clap's exit code 2.
+    let o = epas(&["generate", "--model", m]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = epas(&["eval", "--text", "x", "--ratios", "abc"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn eval_json_has_a_row_per_ratio_and_forced_sharing_hurts() {
+    let m = model();
+    let text = "Mr. Speaker, Mr. Vice President, Members of Congress, distinguished guests, and fellow \
+        Americans: Our Constitution declares that from time to time, the President shall give to the \
+        Congress information about the state of our Union. For 220 years, our leaders have fulfilled \
+        this duty. They have done so during periods of prosperity and tranquility, and they have \
+        done so in the midst of war and depression, at moments of great strife and great struggle.";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sotu.txt");
+    std::fs::write(&path, text).unwrap();
+    let o = epas(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--text",
+        path.to_str().unwrap(),
+        "--ratios",
+        "0,0.25,0.5",
+        "--ctx",
+        "64",
+        "--json",
+        "--allow-untrained-sharing",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let layers: Vec<u64> = rows
+        .iter()
+        .map(|r| r["sharing_layers"].as_u64().unwrap())
+        .collect();
+    assert_eq!(layers, vec![0, 7, 15]);
+    let ppl: Vec<f64> = rows
+        .iter()
+        .map(|r| r["perplexity"].as_f64().unwrap())
+        .collect();
+    assert!(ppl.iter().all(|p| p.is_finite() && *p > 1.0));
+    assert!(ppl[0] < ppl[1] && ppl[1] < ppl[2], "{ppl:?}");
+    for r in rows {
+        assert!(r["tokens_per_second"].as_f64().unwrap() > 0.0);
+        assert!(r["sharing_ratio"].is_number());
+    }
+}
