@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use crate::kv_cache::Rows;
+
 /// Heads and widths of the attention computation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionShape {
@@ -19,10 +21,6 @@ impl AttentionShape {
         self.num_heads / self.num_kv_heads
     }
 
-    fn kv_dim(&self) -> usize {
-        self.num_kv_heads * self.head_dim
-    }
-
     fn q_dim(&self) -> usize {
         self.num_heads * self.head_dim
     }
@@ -35,10 +33,9 @@ impl AttentionShape {
     /// Attention probabilities `P = softmax(Q K^T / sqrt(d))` with a causal mask, laid out
     /// `(heads, t, start + t)`; masked entries are 0. `q` is `(t, heads * head_dim)`, `keys` holds
     /// `start + t` rows of `kv_heads * head_dim` (post-RoPE).
-    pub fn probs(&self, q: &[f32], keys: &[f32], start: usize) -> Vec<f32> {
+    pub fn probs(&self, q: &[f32], keys: &Rows<'_>, start: usize) -> Vec<f32> {
         let t = q.len() / self.q_dim();
         let total = start + t;
-        debug_assert!(keys.len() >= total * self.kv_dim());
         let mut probs = vec![0f32; self.probs_len(t, start)];
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let head_job = |(h, p_head): (usize, &mut [f32])| {
@@ -48,11 +45,11 @@ impl AttentionShape {
                 let row = &mut p_head[i * total..(i + 1) * total];
                 let visible = start + i + 1;
                 let mut max = f32::NEG_INFINITY;
-                for (j, s) in row[..visible].iter_mut().enumerate() {
-                    let kj = &keys[j * self.kv_dim() + kvh * self.head_dim..][..self.head_dim];
-                    *s = dot(qi, kj) * scale;
-                    max = max.max(*s);
-                }
+                keys.for_each(visible, |j, key_row| {
+                    let s = dot(qi, &key_row[kvh * self.head_dim..][..self.head_dim]) * scale;
+                    row[j] = s;
+                    max = max.max(s);
+                });
                 let mut sum = 0f32;
                 for s in row[..visible].iter_mut() {
                     *s = (*s - max).exp();
@@ -77,7 +74,7 @@ impl AttentionShape {
 
     /// `P V` for `t` queries: `probs` as returned by [`Self::probs`], `values` holds at least
     /// `start + t` rows of `kv_dim`. Returns `(t, heads * head_dim)`.
-    pub fn apply(&self, probs: &[f32], values: &[f32], t: usize, start: usize) -> Vec<f32> {
+    pub fn apply(&self, probs: &[f32], values: &Rows<'_>, t: usize, start: usize) -> Vec<f32> {
         let total = start + t;
         let hd = self.head_dim;
         let mut per_head = vec![0f32; self.num_heads * t * hd];
@@ -86,10 +83,9 @@ impl AttentionShape {
             for i in 0..t {
                 let p = &probs[(h * t + i) * total..][..start + i + 1];
                 let o = &mut out[i * hd..(i + 1) * hd];
-                for (j, &pj) in p.iter().enumerate() {
-                    let vj = &values[j * self.kv_dim() + kvh * hd..][..hd];
-                    axpy(pj, vj, o);
-                }
+                values.for_each(p.len(), |j, value_row| {
+                    axpy(p[j], &value_row[kvh * hd..][..hd], o);
+                });
             }
         };
         if self.probs_len(t, start) >= PARALLEL_MIN_SCORES {
@@ -196,8 +192,16 @@ mod tests {
             let q: Vec<f32> = (0..t * heads * hd).map(|_| lcg(&mut seed)).collect();
             let k: Vec<f32> = (0..total * kv_heads * hd).map(|_| lcg(&mut seed)).collect();
             let v: Vec<f32> = (0..total * kv_heads * hd).map(|_| lcg(&mut seed)).collect();
-            let p = s.probs(&q, &k, start);
-            let got = s.apply(&p, &v, t, start);
+            // Keys in one buffer, values in blocks of 4 rows: both layouts must agree.
+            let kv = kv_heads * hd;
+            let keys = Rows::contiguous(&k, kv);
+            let values = Rows {
+                chunks: v.chunks(4 * kv).collect(),
+                rows_per_chunk: 4,
+                width: kv,
+            };
+            let p = s.probs(&q, &keys, start);
+            let got = s.apply(&p, &values, t, start);
             let want = reference(&s, &q, &k, &v, start);
             let max = got
                 .iter()

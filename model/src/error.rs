@@ -49,6 +49,8 @@ pub enum ModelError {
     Tokenizer(String),
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    #[error("KV cache full: {needed} blocks needed, {free} free")]
+    KvCacheFull { needed: usize, free: usize },
     #[error("invalid batch: {0}")]
     Batch(String),
     #[error(transparent)]

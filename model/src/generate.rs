@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{ModelError, Result};
-use crate::kv_cache::SequenceCache;
+use crate::kv_cache::{KvCache, SequenceCache};
 use crate::model::{EpasLlama, Logits, SequenceStep};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::sharing::SharingPlan;

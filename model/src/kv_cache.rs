@@ -1,7 +1,74 @@
-//! Per-sequence KV cache that stores K only for the layers that compute it.
+//! KV caches. A sequence stores K only for the layers that compute it; sharing layers attend
+//! with the source layer's keys. [`SequenceCache`] is one contiguous buffer per layer;
+//! [`crate::paged::PagedSequence`] keeps the same rows in fixed-size blocks from a shared pool.
 
 use crate::config::LlamaConfig;
+use crate::error::Result;
 use crate::sharing::SharingPlan;
+
+/// Rows of one layer's K or V: chunks of whole rows, every chunk but the last holding exactly
+/// `rows_per_chunk` rows of `width` floats.
+#[derive(Debug, Clone)]
+pub struct Rows<'a> {
+    pub chunks: Vec<&'a [f32]>,
+    pub rows_per_chunk: usize,
+    pub width: usize,
+}
+
+impl<'a> Rows<'a> {
+    pub fn contiguous(data: &'a [f32], width: usize) -> Self {
+        Self {
+            chunks: vec![data],
+            rows_per_chunk: usize::MAX,
+            width,
+        }
+    }
+
+    /// Calls `f(j, row)` for rows `0..count` in order.
+    #[inline]
+    pub fn for_each(&self, count: usize, mut f: impl FnMut(usize, &'a [f32])) {
+        let mut j = 0;
+        for chunk in &self.chunks {
+            for row in chunk.chunks_exact(self.width) {
+                if j == count {
+                    return;
+                }
+                f(j, row);
+                j += 1;
+            }
+        }
+        debug_assert_eq!(j, count, "fewer rows cached than attended");
+    }
+}
+
+/// What the forward needs from a sequence's cache.
+pub trait KvCache: Send {
+    fn plan(&self) -> &SharingPlan;
+    /// Positions already cached (committed).
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fails when the cache cannot hold `tokens` more positions (a full block pool).
+    fn reserve(&mut self, tokens: usize) -> Result<()>;
+    /// Writes the rows of positions `len()..len() + t` of one layer; `keys` is ignored for
+    /// sharing layers. Room must have been reserved.
+    fn append(&mut self, layer: usize, keys: Option<&[f32]>, values: &[f32]);
+    /// Keys of a compute layer, including rows appended but not committed. `None` for sharing
+    /// layers.
+    fn keys(&self, layer: usize) -> Option<Rows<'_>>;
+    fn values(&self, layer: usize) -> Rows<'_>;
+    /// Marks `tokens` appended positions as cached.
+    fn commit(&mut self, tokens: usize);
+    /// Forgets rows appended since the last commit.
+    fn rollback(&mut self);
+}
+
+/// Bytes of K/V a sequence under `plan` holds per token with f32 storage.
+pub fn kv_bytes_per_token(config: &LlamaConfig, plan: &SharingPlan) -> usize {
+    let compute = plan.num_layers() - plan.sharing_layers();
+    (compute + plan.num_layers()) * config.kv_dim() * std::mem::size_of::<f32>()
+}
 
 /// K and V rows of one sequence, `kv_dim` floats per position and layer. Sharing layers keep no
 /// K: they attend with the source layer's keys.
@@ -40,21 +107,7 @@ impl SequenceCache {
 
     /// Bytes the cache needs per token for `plan` (f32 storage).
     pub fn bytes_per_token(config: &LlamaConfig, plan: &SharingPlan) -> usize {
-        let compute = plan.num_layers() - plan.sharing_layers();
-        (compute + plan.num_layers()) * config.kv_dim() * std::mem::size_of::<f32>()
-    }
-
-    pub fn plan(&self) -> &SharingPlan {
-        &self.plan
-    }
-
-    /// Positions already cached.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+        kv_bytes_per_token(config, plan)
     }
 
     /// Bytes held by cached positions.
@@ -64,17 +117,33 @@ impl SequenceCache {
         floats * std::mem::size_of::<f32>()
     }
 
-    /// Keys of a compute layer: `rows * kv_dim` floats. `None` for sharing layers.
-    pub fn keys(&self, layer: usize) -> Option<&[f32]> {
-        self.keys[layer].as_deref()
+    /// Whether layer `layer` stores keys.
+    pub fn has_keys(&self, layer: usize) -> bool {
+        self.keys[layer].is_some()
+    }
+}
+
+impl KvCache for SequenceCache {
+    fn plan(&self) -> &SharingPlan {
+        &self.plan
     }
 
-    pub fn values(&self, layer: usize) -> &[f32] {
-        &self.values[layer]
+    fn len(&self) -> usize {
+        self.len
     }
 
-    /// Appends new rows of one layer. Rows beyond `len` are pending until [`Self::commit`].
-    pub(crate) fn append(&mut self, layer: usize, keys: Option<&[f32]>, values: &[f32]) {
+    fn reserve(&mut self, tokens: usize) -> Result<()> {
+        let more = tokens * self.kv_dim;
+        for k in self.keys.iter_mut().flatten() {
+            k.reserve(more);
+        }
+        for v in &mut self.values {
+            v.reserve(more);
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, layer: usize, keys: Option<&[f32]>, values: &[f32]) {
         debug_assert_eq!(values.len() % self.kv_dim, 0);
         if let (Some(dst), Some(src)) = (self.keys[layer].as_mut(), keys) {
             dst.extend_from_slice(src);
@@ -82,13 +151,21 @@ impl SequenceCache {
         self.values[layer].extend_from_slice(values);
     }
 
-    /// Marks `tokens` appended positions as cached.
-    pub(crate) fn commit(&mut self, tokens: usize) {
+    fn keys(&self, layer: usize) -> Option<Rows<'_>> {
+        self.keys[layer]
+            .as_deref()
+            .map(|k| Rows::contiguous(k, self.kv_dim))
+    }
+
+    fn values(&self, layer: usize) -> Rows<'_> {
+        Rows::contiguous(&self.values[layer], self.kv_dim)
+    }
+
+    fn commit(&mut self, tokens: usize) {
         self.len += tokens;
     }
 
-    /// Drops pending rows past `len` (after a failed forward).
-    pub(crate) fn rollback(&mut self) {
+    fn rollback(&mut self) {
         let keep = self.len * self.kv_dim;
         for k in self.keys.iter_mut().flatten() {
             k.truncate(keep);
@@ -127,7 +204,7 @@ mod tests {
         // 15 K rows saved of 60 rows: 75% of the full cache, as EPAS.md says.
         assert_eq!(half * 4, full * 3);
         let cache = SequenceCache::new(&c, SharingPlan::new(30, 0.5).unwrap());
-        assert!(cache.keys(14).is_some());
-        assert!(cache.keys(15).is_none());
+        assert!(cache.has_keys(14));
+        assert!(!cache.has_keys(15));
     }
 }

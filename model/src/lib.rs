@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod model;
+pub mod paged;
 pub mod rope;
 pub mod sampler;
 pub mod sharing;
@@ -19,7 +20,7 @@ pub mod tokenizer;
 
 pub use config::{EpasMeta, LlamaConfig, ModelInfo};
 pub use error::{ModelError, Result};
-pub use kv_cache::SequenceCache;
+pub use kv_cache::{KvCache, Rows, SequenceCache};
 pub use load::load_model;
 pub use model::{EpasLlama, Logits, SequenceStep, SharedAttention};
 pub use sharing::{LayerMode, SharingPlan};

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::attention::AttentionShape;
 use crate::config::ModelInfo;
 use crate::error::{ModelError, Result};
-use crate::kv_cache::SequenceCache;
+use crate::kv_cache::{KvCache, SequenceCache};
 use crate::linear::{Embedding, Linear};
 use crate::rope::RopeTable;
 
@@ -57,7 +57,7 @@ pub enum Logits {
 /// One sequence's part of a forward: new tokens appended after what its cache holds.
 pub struct SequenceStep<'a> {
     pub tokens: &'a [u32],
-    pub cache: &'a mut SequenceCache,
+    pub cache: &'a mut dyn KvCache,
     pub logits: Logits,
 }
 
@@ -144,6 +144,9 @@ impl EpasLlama {
     /// On error no cache is changed.
     pub fn forward(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
         self.validate(steps)?;
+        for s in steps.iter_mut() {
+            s.cache.reserve(s.tokens.len())?;
+        }
         let result = self.forward_validated(steps);
         match &result {
             Ok(_) => steps
@@ -235,8 +238,8 @@ impl EpasLlama {
                     self.rope.rotate_rows(k_rows, kv_dim, start);
                     step.cache.append(l, Some(k_rows), v_rows);
                     let keys = step.cache.keys(l).expect("compute layers cache keys");
-                    let probs = self.shape.probs(q_rows, keys, start);
-                    let out = self.shape.apply(&probs, step.cache.values(l), t, start);
+                    let probs = self.shape.probs(q_rows, &keys, start);
+                    let out = self.shape.apply(&probs, &step.cache.values(l), t, start);
                     if plan.source_layer() == Some(l) {
                         let keep = match self.shared_attention {
                             SharedAttention::ReuseProbabilities { max_probs_floats } => {
@@ -263,11 +266,11 @@ impl EpasLlama {
                             let keys = step.cache.keys(src_layer).ok_or_else(|| {
                                 ModelError::Batch("source layer holds no keys".into())
                             })?;
-                            recomputed = self.shape.probs(&src.q, keys, start);
+                            recomputed = self.shape.probs(&src.q, &keys, start);
                             &recomputed
                         }
                     };
-                    self.shape.apply(probs, step.cache.values(l), t, start)
+                    self.shape.apply(probs, &step.cache.values(l), t, start)
                 };
                 attn[off * q_dim..(off + t) * q_dim].copy_from_slice(&out);
             }

@@ -11,7 +11,7 @@ use common::*;
 use epas_model::init::random_model;
 use epas_model::load::save_safetensors;
 use epas_model::{
-    load_model, LlamaConfig, Logits, ModelError, SequenceCache, SequenceStep, SharingPlan,
+    load_model, KvCache, LlamaConfig, Logits, ModelError, SequenceCache, SequenceStep, SharingPlan,
 };
 
 fn tiny_config() -> LlamaConfig {

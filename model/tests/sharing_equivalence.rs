@@ -7,7 +7,8 @@ use candle_core::{Device, Tensor, D};
 use common::max_abs_diff;
 use epas_model::init::random_model;
 use epas_model::{
-    EpasLlama, LlamaConfig, Logits, SequenceCache, SequenceStep, SharedAttention, SharingPlan,
+    EpasLlama, KvCache, LlamaConfig, Logits, SequenceCache, SequenceStep, SharedAttention,
+    SharingPlan,
 };
 
 fn tiny_config() -> LlamaConfig {

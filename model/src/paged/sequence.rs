@@ -1,0 +1,165 @@
+//! One sequence's block tables over the shared pool.
+
+use std::sync::Arc;
+
+use crate::error::{ModelError, Result};
+use crate::kv_cache::{KvCache, Rows};
+use crate::sharing::SharingPlan;
+
+use super::pool::{BlockPool, KvBlock};
+
+/// The K and V blocks of every layer for one block index of a sequence (`keys` is `None` for
+/// sharing layers).
+#[derive(Clone)]
+pub struct BlockSet {
+    pub keys: Vec<Option<Arc<KvBlock>>>,
+    pub values: Vec<Arc<KvBlock>>,
+}
+
+/// A sequence's KV cache in pool blocks.
+pub struct PagedSequence {
+    plan: SharingPlan,
+    pool: BlockPool,
+    len: usize,
+    keys: Vec<Option<Vec<Arc<KvBlock>>>>,
+    values: Vec<Vec<Arc<KvBlock>>>,
+}
+
+impl PagedSequence {
+    pub fn new(pool: BlockPool, plan: SharingPlan) -> Self {
+        let layers = plan.num_layers();
+        Self {
+            keys: (0..layers)
+                .map(|l| plan.computes(l).then(Vec::new))
+                .collect(),
+            values: (0..layers).map(|_| Vec::new()).collect(),
+            plan,
+            pool,
+            len: 0,
+        }
+    }
+
+    /// A sequence whose first `prefix.len() * block_size` positions are already cached in
+    /// shared, full blocks.
+    pub fn with_prefix(pool: BlockPool, plan: SharingPlan, prefix: &[BlockSet]) -> Self {
+        let mut seq = Self::new(pool, plan);
+        for set in prefix {
+            for (l, k) in set.keys.iter().enumerate() {
+                if let (Some(dst), Some(k)) = (seq.keys[l].as_mut(), k) {
+                    dst.push(k.clone());
+                }
+            }
+            for (l, v) in set.values.iter().enumerate() {
+                seq.values[l].push(v.clone());
+            }
+        }
+        seq.len = prefix.len() * seq.pool.block_size();
+        seq
+    }
+
+    /// Blocks a sequence under `plan` needs for `tokens` positions.
+    pub fn blocks_for(plan: &SharingPlan, tokens: usize, block_size: usize) -> usize {
+        let per_layer = tokens.div_ceil(block_size);
+        per_layer * (2 * plan.num_layers() - plan.sharing_layers())
+    }
+
+    /// Blocks still to take from the pool to hold `tokens` more positions.
+    pub fn blocks_needed(&self, tokens: usize) -> usize {
+        let have = self.values.first().map_or(0, Vec::len);
+        let want = (self.len + tokens).div_ceil(self.pool.block_size());
+        want.saturating_sub(have) * (2 * self.plan.num_layers() - self.plan.sharing_layers())
+    }
+
+    /// Blocks this sequence holds (shared ones included).
+    pub fn blocks_held(&self) -> usize {
+        self.keys.iter().flatten().map(Vec::len).sum::<usize>()
+            + self.values.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// The full blocks (all `block_size` positions cached), for the prefix cache.
+    pub fn full_blocks(&self) -> Vec<BlockSet> {
+        let full = self.len / self.pool.block_size();
+        (0..full)
+            .map(|b| BlockSet {
+                keys: self
+                    .keys
+                    .iter()
+                    .map(|k| k.as_ref().map(|k| k[b].clone()))
+                    .collect(),
+                values: self.values.iter().map(|v| v[b].clone()).collect(),
+            })
+            .collect()
+    }
+
+    fn write(blocks: &mut [Arc<KvBlock>], start: usize, rows: &[f32], bs: usize, width: usize) {
+        for (r, row) in rows.chunks_exact(width).enumerate() {
+            let pos = start + r;
+            // Shared blocks are full and lie before `len`: new rows always land in owned blocks.
+            let block = Arc::get_mut(&mut blocks[pos / bs])
+                .expect("rows are only written into blocks this sequence owns alone");
+            block.data_mut()[(pos % bs) * width..][..width].copy_from_slice(row);
+        }
+    }
+
+    fn rows<'a>(&self, blocks: &'a [Arc<KvBlock>]) -> Rows<'a> {
+        Rows {
+            chunks: blocks.iter().map(|b| b.data()).collect(),
+            rows_per_chunk: self.pool.block_size(),
+            width: self.pool.row_width(),
+        }
+    }
+}
+
+impl KvCache for PagedSequence {
+    fn plan(&self) -> &SharingPlan {
+        &self.plan
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn reserve(&mut self, tokens: usize) -> Result<()> {
+        let needed = self.blocks_needed(tokens);
+        if needed == 0 {
+            return Ok(());
+        }
+        let mut blocks = self.pool.take(needed).ok_or(ModelError::KvCacheFull {
+            needed,
+            free: self.pool.free_blocks(),
+        })?;
+        let want = (self.len + tokens).div_ceil(self.pool.block_size());
+        for l in 0..self.values.len() {
+            let lists = [self.keys[l].as_mut(), Some(&mut self.values[l])];
+            for list in lists.into_iter().flatten() {
+                while list.len() < want {
+                    let block = blocks.pop().expect("taken exactly the blocks needed");
+                    list.push(Arc::new(block));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, layer: usize, keys: Option<&[f32]>, values: &[f32]) {
+        let (bs, width, start) = (self.pool.block_size(), self.pool.row_width(), self.len);
+        if let (Some(dst), Some(src)) = (self.keys[layer].as_mut(), keys) {
+            Self::write(dst, start, src, bs, width);
+        }
+        Self::write(&mut self.values[layer], start, values, bs, width);
+    }
+
+    fn keys(&self, layer: usize) -> Option<Rows<'_>> {
+        self.keys[layer].as_deref().map(|k| self.rows(k))
+    }
+
+    fn values(&self, layer: usize) -> Rows<'_> {
+        self.rows(&self.values[layer])
+    }
+
+    fn commit(&mut self, tokens: usize) {
+        self.len += tokens;
+    }
+
+    fn rollback(&mut self) {}
+}

@@ -1,0 +1,128 @@
+//! The paged cache against the contiguous one, blocks returning to the pool, and prefix reuse.
+
+mod common;
+
+use common::max_abs_diff;
+use epas_model::init::random_model;
+use epas_model::paged::{BlockPool, PagedSequence, PrefixCache};
+use epas_model::{
+    EpasLlama, KvCache, LlamaConfig, Logits, ModelError, SequenceCache, SequenceStep, SharingPlan,
+};
+
+fn model() -> EpasLlama {
+    let config = LlamaConfig {
+        vocab_size: 61,
+        hidden_size: 32,
+        intermediate_size: 40,
+        num_layers: 6,
+        num_heads: 4,
+        num_kv_heads: 2,
+        rope_theta: 10000.0,
+        rms_norm_eps: 1e-5,
+        max_position_embeddings: 128,
+        tie_word_embeddings: true,
+    };
+    let mut m = random_model(config, None, 21).unwrap();
+    for l in &mut m.layers {
+        l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap())
+            .unwrap();
+    }
+    m
+}
+
+fn run(m: &EpasLlama, cache: &mut dyn KvCache, chunks: &[&[u32]]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for c in chunks {
+        let mut steps = [SequenceStep {
+            tokens: c,
+            cache: &mut *cache,
+            logits: Logits::All,
+        }];
+        let t = m.forward(&mut steps).unwrap().pop().unwrap().unwrap();
+        out.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+    out
+}
+
+#[test]
+fn paged_equals_contiguous_for_every_plan() {
+    let m = model();
+    let ids: Vec<u32> = (0..23).map(|i| (i * 7 + 3) % 61).collect();
+    let chunks: [&[u32]; 4] = [&ids[..5], &ids[5..6], &ids[6..20], &ids[20..]];
+    for k in 0..6 {
+        let plan = SharingPlan::with_sharing_layers(6, k).unwrap();
+        let pool = BlockPool::new(200, 4, m.config().kv_dim()).unwrap();
+        let mut paged = PagedSequence::new(pool.clone(), plan);
+        let mut flat = SequenceCache::new(m.config(), plan);
+        let a = run(&m, &mut paged, &chunks);
+        let b = run(&m, &mut flat, &chunks);
+        assert_eq!(max_abs_diff(&a, &b), 0.0, "k={k}");
+        // 23 positions = 6 blocks per layer; K blocks only for compute layers.
+        assert_eq!(paged.blocks_held(), 6 * (12 - k));
+        assert_eq!(pool.stats().used(), 6 * (12 - k));
+        drop(paged);
+        assert_eq!(pool.stats().used(), 0);
+    }
+}
+
+#[test]
+fn a_full_pool_is_an_error_and_changes_nothing() {
+    let m = model();
+    let plan = SharingPlan::with_sharing_layers(6, 2).unwrap();
+    let pool = BlockPool::new(10, 4, m.config().kv_dim()).unwrap();
+    let mut seq = PagedSequence::new(pool.clone(), plan);
+    let ids = [1u32, 2, 3, 4, 5];
+    let mut steps = [SequenceStep {
+        tokens: &ids,
+        cache: &mut seq,
+        logits: Logits::Last,
+    }];
+    assert!(matches!(
+        m.forward(&mut steps),
+        Err(ModelError::KvCacheFull {
+            needed: 20,
+            free: 10
+        })
+    ));
+    assert_eq!(seq.len(), 0);
+    assert_eq!(pool.stats().used(), 0);
+}
+
+#[test]
+fn prefix_hits_give_the_same_logits_as_misses() {
+    let m = model();
+    let plan = SharingPlan::with_sharing_layers(6, 3).unwrap();
+    let pool = BlockPool::new(400, 4, m.config().kv_dim()).unwrap();
+    let mut prefix = PrefixCache::new(4);
+    let first: Vec<u32> = (0..18).map(|i| (i * 5 + 1) % 61).collect();
+    let mut seq = PagedSequence::new(pool.clone(), plan);
+    assert!(prefix.lookup(&plan, &first).is_empty());
+    run(&m, &mut seq, &[&first]);
+    prefix.insert(&plan, &first, seq.full_blocks());
+    drop(seq);
+    // 4 full blocks stay cached; the partial fifth went back to the pool.
+    assert_eq!(pool.stats().used(), 4 * (12 - 3));
+
+    let mut second = first[..13].to_vec();
+    second.extend([9, 9, 9]);
+    let hit = prefix.lookup(&plan, &second);
+    assert_eq!(hit.len(), 3, "blocks 0..12 match");
+    let mut cached = PagedSequence::with_prefix(pool.clone(), plan, &hit);
+    let tail = run(&m, &mut cached, &[&second[12..]]);
+    let mut fresh = PagedSequence::new(pool.clone(), plan);
+    let full = run(&m, &mut fresh, &[&second]);
+    let v = m.config().vocab_size;
+    // Dense matmuls sum in an order that depends on the row count (4 rows vs 16): ulps only.
+    let diff = max_abs_diff(&tail, &full[12 * v..]);
+    assert!(diff < 1e-5, "{diff}");
+
+    // Another sharing depth never hits blocks computed under this one.
+    let other = SharingPlan::with_sharing_layers(6, 1).unwrap();
+    assert!(prefix.lookup(&other, &second).is_empty());
+    let stats = prefix.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 2));
+
+    drop((cached, fresh, hit));
+    assert_eq!(prefix.evict(usize::MAX), 4 * 9);
+    assert_eq!(pool.stats().used(), 0);
+}
