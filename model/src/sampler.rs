@@ -1,9 +1,13 @@
-//! Picks the next token from logits: greedy, or temperature with top-k / top-p, seeded.
+//! Picks the next token from logits: penalties and logit bias, then greedy or temperature with
+//! top-k / top-p / min-p, from the sequence's own seeded random stream, so its output depends on
+//! its seed and never on what else shares the batch.
+
+use std::collections::HashMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Sampling settings of one request.
+/// Sampling settings of one sequence (OpenAI's and vLLM's names).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     /// 0 means greedy.
@@ -11,7 +15,18 @@ pub struct SamplingParams {
     /// 0 means no limit.
     pub top_k: usize,
     pub top_p: f32,
+    /// Drop tokens whose probability is below `min_p` times the top token's.
+    pub min_p: f32,
     pub seed: u64,
+    /// Subtracted once from every token already generated.
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence in the generated tokens.
+    pub frequency_penalty: f32,
+    /// Divides positive (multiplies negative) logits of tokens in the prompt or output; 1 = off.
+    pub repetition_penalty: f32,
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Return the chosen token's log-probability and this many alternatives.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -20,28 +35,125 @@ impl Default for SamplingParams {
             temperature: 0.0,
             top_k: 0,
             top_p: 1.0,
+            min_p: 0.0,
             seed: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+            logit_bias: Vec::new(),
+            logprobs: None,
         }
     }
 }
 
-/// A sampler with its own random stream, so a request's output depends only on its seed.
+/// A chosen token with its log-probability under the model and the top alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprob: Option<f32>,
+    pub top_logprobs: Vec<(u32, f32)>,
+}
+
+/// A sampler with its own random stream and the token counts its penalties need.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
+    generated: HashMap<u32, u32>,
+    prompt: Vec<u32>,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
-        let rng = StdRng::seed_from_u64(params.seed);
-        Self { params, rng }
+        Self::with_prompt(params, &[])
     }
 
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.params.temperature <= 0.0 {
-            return argmax(logits);
+    /// A sampler whose repetition penalty also covers `prompt`.
+    pub fn with_prompt(params: SamplingParams, prompt: &[u32]) -> Self {
+        let rng = StdRng::seed_from_u64(params.seed);
+        let mut prompt = if params.repetition_penalty != 1.0 {
+            prompt.to_vec()
+        } else {
+            Vec::new()
+        };
+        prompt.sort_unstable();
+        prompt.dedup();
+        Self {
+            params,
+            rng,
+            generated: HashMap::new(),
+            prompt,
         }
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Picks a token; `banned` tokens (e.g. EOS before `min_tokens`) are never chosen.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.sample_full(logits, &[]).token
+    }
+
+    pub fn sample_full(&mut self, raw: &[f32], banned: &[u32]) -> Sampled {
+        let mut logits = raw.to_vec();
+        self.apply_penalties(&mut logits);
+        for &(id, bias) in &self.params.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
+        for &id in banned {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        let token = if self.params.temperature <= 0.0 {
+            argmax(&logits)
+        } else {
+            self.draw(&logits)
+        };
+        *self.generated.entry(token).or_insert(0) += 1;
+        let (logprob, top_logprobs) = match self.params.logprobs {
+            None => (None, Vec::new()),
+            Some(n) => log_probs(raw, token, n),
+        };
+        Sampled {
+            token,
+            logprob,
+            top_logprobs,
+        }
+    }
+
+    fn apply_penalties(&self, logits: &mut [f32]) {
+        let p = &self.params;
+        if p.repetition_penalty != 1.0 {
+            let seen = self
+                .prompt
+                .iter()
+                .chain(self.generated.keys())
+                .copied()
+                .collect::<std::collections::HashSet<u32>>();
+            for id in seen {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
+                }
+            }
+        }
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            for (&id, &count) in &self.generated {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l -= p.presence_penalty + p.frequency_penalty * count as f32;
+                }
+            }
+        }
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> u32 {
         let inv_t = 1.0 / self.params.temperature;
         let mut cands: Vec<(u32, f32)> = logits
             .iter()
@@ -60,6 +172,11 @@ impl Sampler {
         let mut probs: Vec<f32> = cands.iter().map(|(_, l)| (l - max).exp()).collect();
         let total: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
+        if self.params.min_p > 0.0 {
+            let floor = self.params.min_p * probs[0];
+            let keep = probs.iter().take_while(|&&p| p >= floor).count().max(1);
+            probs.truncate(keep);
+        }
         if self.params.top_p < 1.0 {
             let mut acc = 0.0;
             let keep = probs
@@ -81,6 +198,32 @@ impl Sampler {
         }
         cands[probs.len() - 1].0
     }
+}
+
+/// Log-probability of `token` and the `n` most likely tokens under `softmax(logits)`.
+fn log_probs(logits: &[f32], token: u32, n: usize) -> (Option<f32>, Vec<(u32, f32)>) {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+    let chosen = logits.get(token as usize).map(|l| l - lse);
+    let mut top: Vec<(u32, f32)> = Vec::new();
+    if n > 0 {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        let n = n.min(idx.len());
+        idx.select_nth_unstable_by(n - 1, |a, b| {
+            logits[*b as usize].total_cmp(&logits[*a as usize])
+        });
+        idx.truncate(n);
+        idx.sort_by(|a, b| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        });
+        top = idx
+            .into_iter()
+            .map(|i| (i, logits[i as usize] - lse))
+            .collect();
+    }
+    (chosen, top)
 }
 
 /// Index of the largest logit; the lowest index wins ties.
@@ -111,8 +254,8 @@ mod tests {
         let params = SamplingParams {
             temperature: 1.0,
             top_k: 3,
-            top_p: 1.0,
             seed: 42,
+            ..Default::default()
         };
         let draws = |p: &SamplingParams| {
             let mut s = Sampler::new(p.clone());
@@ -127,15 +270,79 @@ mod tests {
     }
 
     #[test]
-    fn top_p_keeps_the_dominant_token() {
-        let mut s = Sampler::new(SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 0.5,
-            seed: 1,
-        });
-        for _ in 0..20 {
-            assert_eq!(s.sample(&[10.0, 0.0, 0.0, 0.0]), 0);
+    fn top_p_and_min_p_keep_the_dominant_token() {
+        for params in [
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 0.5,
+                seed: 1,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: 1.0,
+                min_p: 0.01,
+                seed: 1,
+                ..Default::default()
+            },
+        ] {
+            let mut s = Sampler::new(params);
+            for _ in 0..20 {
+                assert_eq!(s.sample(&[10.0, 0.0, 0.0, 0.0]), 0);
+            }
         }
+    }
+
+    #[test]
+    fn penalties_bias_and_bans_change_the_choice() {
+        let logits = [2.0, 1.9, 0.0];
+        let mut s = Sampler::new(SamplingParams {
+            presence_penalty: 0.5,
+            ..Default::default()
+        });
+        assert_eq!(s.sample(&logits), 0);
+        assert_eq!(
+            s.sample(&logits),
+            1,
+            "token 0 is penalised after its first use"
+        );
+        let mut s = Sampler::new(SamplingParams {
+            frequency_penalty: 0.06,
+            ..Default::default()
+        });
+        assert_eq!(s.sample(&logits), 0);
+        assert_eq!(s.sample(&logits), 0);
+        assert_eq!(s.sample(&logits), 1, "two uses cost 0.12 > 0.1");
+        let mut s = Sampler::with_prompt(
+            SamplingParams {
+                repetition_penalty: 1.2,
+                ..Default::default()
+            },
+            &[0],
+        );
+        assert_eq!(s.sample(&logits), 1, "2.0 / 1.2 < 1.9");
+        let mut s = Sampler::new(SamplingParams {
+            logit_bias: vec![(2, 5.0)],
+            ..Default::default()
+        });
+        assert_eq!(s.sample(&logits), 2);
+        let mut s = Sampler::new(SamplingParams::default());
+        assert_eq!(s.sample_full(&logits, &[0]).token, 1);
+    }
+
+    #[test]
+    fn logprobs_are_normalised_and_ranked() {
+        let logits = [1.0f32, 3.0, 2.0, -1.0];
+        let mut s = Sampler::new(SamplingParams {
+            logprobs: Some(2),
+            ..Default::default()
+        });
+        let out = s.sample_full(&logits, &[]);
+        assert_eq!(out.token, 1);
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        assert!((out.logprob.unwrap() - (3f32.exp() / z).ln()).abs() < 1e-5);
+        assert_eq!(
+            out.top_logprobs.iter().map(|t| t.0).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
     }
 }

@@ -125,11 +125,12 @@ impl TextTokenizer {
 }
 
 /// Turns a growing list of token ids into text deltas without splitting UTF-8 characters that
-/// span several byte-level tokens.
+/// span several byte-level tokens. Decodes only a short window of recent tokens per step.
 #[derive(Debug, Default, Clone)]
 pub struct IncrementalDecoder {
     ids: Vec<u32>,
-    emitted: usize,
+    prefix_offset: usize,
+    read_offset: usize,
 }
 
 impl IncrementalDecoder {
@@ -140,20 +141,26 @@ impl IncrementalDecoder {
     /// Adds a token and returns the text that became final, possibly empty.
     pub fn push(&mut self, tokenizer: &TextTokenizer, id: u32) -> Result<String> {
         self.ids.push(id);
-        let text = tokenizer.decode(&self.ids, true)?;
-        if text.ends_with('\u{FFFD}') {
+        let before = tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
+        let now = tokenizer.decode(&self.ids[self.prefix_offset..], true)?;
+        if now.len() <= before.len()
+            || now.ends_with('\u{FFFD}')
+            || !now.is_char_boundary(before.len())
+        {
             return Ok(String::new());
         }
-        let delta = text.get(self.emitted..).unwrap_or_default().to_string();
-        self.emitted = text.len();
+        let delta = now[before.len()..].to_string();
+        self.prefix_offset = self.read_offset;
+        self.read_offset = self.ids.len();
         Ok(delta)
     }
 
     /// Text still held back (an incomplete character at the end of generation).
     pub fn flush(&mut self, tokenizer: &TextTokenizer) -> Result<String> {
-        let text = tokenizer.decode(&self.ids, true)?;
-        let delta = text.get(self.emitted..).unwrap_or_default().to_string();
-        self.emitted = text.len();
-        Ok(delta)
+        let before = tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
+        let now = tokenizer.decode(&self.ids[self.prefix_offset..], true)?;
+        self.prefix_offset = self.read_offset;
+        self.read_offset = self.ids.len();
+        Ok(now.get(before.len()..).unwrap_or_default().to_string())
     }
 }

@@ -1,1 +1,4 @@
-//! EPAS Serve engine and OpenAI-compatible HTTP server (in progress: the model core comes first).
+//! EPAS Serve: the serving engine (continuous batching of requests with per-request sharing
+//! ratios over a paged KV cache) and, next, the OpenAI-compatible HTTP server.
+
+pub mod engine;

@@ -84,6 +84,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         top_k: args.top_k,
         top_p: args.top_p,
         seed: args.seed,
+        ..Default::default()
     };
     let generation = generate(
         &model,

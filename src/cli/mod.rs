@@ -1,6 +1,7 @@
 //! Command-line interface: flags, logging and dispatch to the subcommands.
 
 mod bench;
+mod bench_batch;
 mod eval;
 mod generate;
 mod model_args;
@@ -34,6 +35,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Single-stream prefill and decode tokens/s per sharing ratio (synthetic prompts).
     Bench(bench::BenchArgs),
+    /// Aggregate generated tokens/s of the batching engine per concurrency and ratio.
+    BenchBatch(bench_batch::BenchBatchArgs),
 }
 
 pub fn run(command: Command) -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchBatch(a) => bench_batch::run(a),
     }
 }
 

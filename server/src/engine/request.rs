@@ -1,0 +1,101 @@
+//! What a caller submits to the engine and what it receives back.
+
+use epas_model::sampler::SamplingParams;
+use epas_model::SharingPlan;
+
+/// Generation settings of one request.
+#[derive(Debug, Clone)]
+pub struct GenerationParams {
+    pub max_tokens: usize,
+    /// EOS and stop strings are ignored until this many tokens were generated (vLLM).
+    pub min_tokens: usize,
+    /// Generation ends before any of these strings; they are not emitted.
+    pub stop: Vec<String>,
+    pub stop_token_ids: Vec<u32>,
+    /// Keep generating through EOS tokens (vLLM; load tests use it).
+    pub ignore_eos: bool,
+    pub sampling: SamplingParams,
+    /// Independent completions of the same prompt; choice `i` samples with seed `seed + i`.
+    pub n: usize,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 16,
+            min_tokens: 0,
+            stop: Vec::new(),
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+            sampling: SamplingParams::default(),
+            n: 1,
+        }
+    }
+}
+
+/// A request for the engine.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    pub prompt: Vec<u32>,
+    pub plan: SharingPlan,
+    pub params: GenerationParams,
+}
+
+/// Why one choice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// EOS, a stop token or a stop string.
+    Stop,
+    /// `max_tokens`, or the model's context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// Log-probability of a generated token and its top alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Token counts of a finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens whose K/V came from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// What the engine streams back for a request, in order: tokens and choice ends, then `Done`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    Token {
+        index: usize,
+        token: u32,
+        /// Text that became final with this token (may be empty: a split character, or text
+        /// held back because it may start a stop string).
+        text: String,
+        logprobs: Option<TokenLogprobs>,
+    },
+    Finished {
+        index: usize,
+        reason: FinishReason,
+        /// Text held back until the end (never part of a stop string).
+        text: String,
+    },
+    Done {
+        usage: Usage,
+    },
+    Error {
+        message: String,
+    },
+}
