@@ -8,6 +8,7 @@ pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod init;
+pub mod kernels;
 pub mod kv_cache;
 pub mod linear;
 pub mod load;

@@ -5,6 +5,7 @@ use candle_core::{DType, Module, Tensor};
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::kernels::Q41Matrix;
 
 /// `y = x W^T` with `W` of shape `(out, in)`, dense or quantized (GGUF blocks).
 #[derive(Debug, Clone)]
@@ -14,6 +15,8 @@ pub enum Linear {
         weight: Arc<QTensor>,
         matmul: QMatMul,
     },
+    /// Q4_1 weights served by this crate's SIMD kernel (candle's Q4_1 path is scalar).
+    Q41(Arc<Q41Matrix>),
 }
 
 impl Linear {
@@ -22,6 +25,12 @@ impl Linear {
     }
 
     pub fn quantized(weight: QTensor) -> Result<Self> {
+        if weight.dtype() == candle_core::quantized::GgmlDType::Q4_1 {
+            let (rows, cols) = weight.shape().dims2()?;
+            if let Some(m) = Q41Matrix::from_bytes(rows, cols, weight.data()?.into_owned()) {
+                return Ok(Self::Q41(Arc::new(m)));
+            }
+        }
         let weight = Arc::new(weight);
         let matmul = QMatMul::from_arc(weight.clone())?;
         Ok(Self::Quantized { weight, matmul })
@@ -32,6 +41,7 @@ impl Linear {
         let dims = match self {
             Self::Dense(w) => w.dims(),
             Self::Quantized { weight, .. } => weight.shape().dims(),
+            Self::Q41(m) => return (m.rows(), m.cols()),
         };
         (dims[0], dims[1])
     }
@@ -41,6 +51,11 @@ impl Linear {
         Ok(match self {
             Self::Dense(w) => x.matmul(&w.t()?)?,
             Self::Quantized { matmul, .. } => matmul.forward(x)?,
+            Self::Q41(m) => {
+                let (n, _) = x.dims2()?;
+                let input = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(m.matmul(&input, n), (n, m.rows()), x.device())?
+            }
         })
     }
 
@@ -49,6 +64,11 @@ impl Linear {
         Ok(match self {
             Self::Dense(w) => w.clone(),
             Self::Quantized { weight, .. } => weight.dequantize(&weight.device())?,
+            Self::Q41(m) => Tensor::from_vec(
+                m.dequantize(),
+                (m.rows(), m.cols()),
+                &candle_core::Device::Cpu,
+            )?,
         })
     }
 
@@ -57,6 +77,7 @@ impl Linear {
         match self {
             Self::Dense(w) => format!("{:?}", w.dtype()).to_lowercase(),
             Self::Quantized { weight, .. } => format!("{:?}", weight.dtype()).to_lowercase(),
+            Self::Q41(_) => "q4_1".into(),
         }
     }
 }

@@ -1,0 +1,38 @@
+//! CPU matrix kernels for quantized weights, selected at run time by CPU feature, each tested
+//! against a scalar reference on random inputs.
+
+mod q4_1;
+mod q8;
+
+pub use q4_1::Q41Matrix;
+pub use q8::{quantize_q8_1, BlockQ8_1};
+
+/// Which implementation the running CPU gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelLevel {
+    /// AVX-512 VNNI on 256-bit registers (`vpdpbusd`).
+    Avx512Vnni,
+    /// AVX2 `vpmaddubsw`.
+    Avx2,
+    Scalar,
+}
+
+pub fn kernel_level() -> KernelLevel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::env::var_os("EPAS_KERNEL_SCALAR").is_some() {
+            return KernelLevel::Scalar;
+        }
+        if is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            return KernelLevel::Avx512Vnni;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return KernelLevel::Avx2;
+        }
+    }
+    KernelLevel::Scalar
+}

@@ -1,0 +1,62 @@
+//! Activations quantized to 8 bits per block of 32 exactly as llama.cpp's x86 `quantize_row_q8_1`
+//! does (multiplier `127 / amax`, round half to even, scale and scaled sum stored as f16), so
+//! the Q4_1 dot products match llama.cpp's.
+
+use half::f16;
+
+pub const QK: usize = 32;
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(8))]
+pub struct BlockQ8_1 {
+    pub d: f32,
+    /// `d * sum(qs)`.
+    pub s: f32,
+    pub qs: [i8; QK],
+}
+
+/// Quantizes `rows` rows of `cols` floats (`cols` a multiple of 32) into `rows * cols / 32`
+/// blocks, row after row.
+pub fn quantize_q8_1(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
+    debug_assert_eq!(cols % QK, 0);
+    let mut out = Vec::with_capacity(x.len() / QK);
+    for block in x.chunks_exact(QK) {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut qs = [0i8; QK];
+        let mut sum = 0i32;
+        for (q, &v) in qs.iter_mut().zip(block) {
+            let r = (v * id).round_ties_even() as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        out.push(BlockQ8_1 {
+            d: f16::from_f32(d).to_f32(),
+            s: f16::from_f32(sum as f32 * d).to_f32(),
+            qs,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_reconstruct_their_input() {
+        let x: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.13)
+            .collect();
+        let q = quantize_q8_1(&x, 96);
+        assert_eq!(q.len(), 3);
+        for (b, chunk) in q.iter().zip(x.chunks(32)) {
+            for (qi, v) in b.qs.iter().zip(chunk) {
+                assert!((*qi as f32 * b.d - v).abs() <= b.d * 0.51 + 1e-3);
+            }
+            let sum: i32 = b.qs.iter().map(|&v| v as i32).sum();
+            assert!((b.s - sum as f32 * b.d).abs() < 1e-2);
+        }
+    }
+}
