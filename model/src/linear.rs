@@ -5,7 +5,7 @@ use candle_core::{DType, Module, Tensor};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::kernels::Q41Matrix;
+use crate::kernels::{BlockFormat, Q41Matrix, Q80Matrix, QuantMatrix};
 
 /// `y = x W^T` with `W` of shape `(out, in)`, dense or quantized (GGUF blocks).
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub enum Linear {
     },
     /// Q4_1 weights served by this crate's SIMD kernel (candle's Q4_1 path is scalar).
     Q41(Arc<Q41Matrix>),
+    /// Q8_0 weights served by this crate's SIMD kernel.
+    Q80(Arc<Q80Matrix>),
 }
 
 impl Linear {
@@ -25,13 +27,25 @@ impl Linear {
     }
 
     pub fn quantized(weight: QTensor) -> Result<Self> {
-        if weight.dtype() == candle_core::quantized::GgmlDType::Q4_1 {
-            let (rows, cols) = weight.shape().dims2()?;
-            if let Some(m) = Q41Matrix::from_bytes(rows, cols, weight.data()?.into_owned()) {
-                return Ok(Self::Q41(Arc::new(m)));
+        Self::quantized_arc(Arc::new(weight))
+    }
+
+    fn quantized_arc(weight: Arc<QTensor>) -> Result<Self> {
+        use candle_core::quantized::GgmlDType;
+        let (rows, cols) = weight.shape().dims2()?;
+        match weight.dtype() {
+            GgmlDType::Q4_1 => {
+                if let Some(m) = Q41Matrix::from_bytes(rows, cols, weight.data()?.into_owned()) {
+                    return Ok(Self::Q41(Arc::new(m)));
+                }
             }
+            GgmlDType::Q8_0 => {
+                if let Some(m) = Q80Matrix::from_bytes(rows, cols, weight.data()?.into_owned()) {
+                    return Ok(Self::Q80(Arc::new(m)));
+                }
+            }
+            _ => {}
         }
-        let weight = Arc::new(weight);
         let matmul = QMatMul::from_arc(weight.clone())?;
         Ok(Self::Quantized { weight, matmul })
     }
@@ -42,6 +56,7 @@ impl Linear {
             Self::Dense(w) => w.dims(),
             Self::Quantized { weight, .. } => weight.shape().dims(),
             Self::Q41(m) => return (m.rows(), m.cols()),
+            Self::Q80(m) => return (m.rows(), m.cols()),
         };
         (dims[0], dims[1])
     }
@@ -51,11 +66,8 @@ impl Linear {
         Ok(match self {
             Self::Dense(w) => x.matmul(&w.t()?)?,
             Self::Quantized { matmul, .. } => matmul.forward(x)?,
-            Self::Q41(m) => {
-                let (n, _) = x.dims2()?;
-                let input = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(m.matmul(&input, n), (n, m.rows()), x.device())?
-            }
+            Self::Q41(m) => block_forward(m, x)?,
+            Self::Q80(m) => block_forward(m, x)?,
         })
     }
 
@@ -64,11 +76,8 @@ impl Linear {
         Ok(match self {
             Self::Dense(w) => w.clone(),
             Self::Quantized { weight, .. } => weight.dequantize(&weight.device())?,
-            Self::Q41(m) => Tensor::from_vec(
-                m.dequantize(),
-                (m.rows(), m.cols()),
-                &candle_core::Device::Cpu,
-            )?,
+            Self::Q41(m) => block_dequantize(m)?,
+            Self::Q80(m) => block_dequantize(m)?,
         })
     }
 
@@ -78,8 +87,28 @@ impl Linear {
             Self::Dense(w) => format!("{:?}", w.dtype()).to_lowercase(),
             Self::Quantized { weight, .. } => format!("{:?}", weight.dtype()).to_lowercase(),
             Self::Q41(_) => "q4_1".into(),
+            Self::Q80(_) => "q8_0".into(),
         }
     }
+}
+
+fn block_forward<F: BlockFormat>(m: &QuantMatrix<F>, x: &Tensor) -> Result<Tensor> {
+    let (n, _) = x.dims2()?;
+    let input = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(Tensor::from_vec(
+        m.matmul(&input, n),
+        (n, m.rows()),
+        x.device(),
+    )?)
+}
+
+fn block_dequantize<F: BlockFormat>(m: &QuantMatrix<F>) -> Result<Tensor> {
+    let device = candle_core::Device::Cpu;
+    Ok(Tensor::from_vec(
+        m.dequantize(),
+        (m.rows(), m.cols()),
+        &device,
+    )?)
 }
 
 /// Token embedding table `(vocab, hidden)`.
@@ -109,13 +138,7 @@ impl Embedding {
     pub fn as_linear(&self) -> Result<Linear> {
         match self {
             Self::Dense(w) => Linear::dense(w.clone()),
-            Self::Quantized(q) => {
-                let matmul = QMatMul::from_arc(q.clone())?;
-                Ok(Linear::Quantized {
-                    weight: q.clone(),
-                    matmul,
-                })
-            }
+            Self::Quantized(q) => Linear::quantized_arc(q.clone()),
         }
     }
 

@@ -1,11 +1,21 @@
 //! CPU matrix kernels for quantized weights, selected at run time by CPU feature, each tested
 //! against a scalar reference on random inputs.
 
+mod matrix;
+mod pool;
 mod q4_1;
 mod q8;
+mod q8_0;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86_common;
 
-pub use q4_1::Q41Matrix;
+pub use matrix::{BlockFormat, QuantMatrix};
+pub use pool::SpinPool;
+pub use q4_1::{Q41Matrix, Q41};
 pub use q8::{quantize_q8_1, BlockQ8_1};
+pub use q8_0::{Q80Matrix, Q80};
 
 /// Which implementation the running CPU gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
