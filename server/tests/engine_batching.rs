@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use epas_server::engine::{EngineConfig, FinishReason, GenerationRequest, SubmitError};
+use epas_server::engine::{
+    EngineConfig, FinishReason, GenerationRequest, KvCacheSize, SubmitError,
+};
 
 const RATIOS: [f64; 4] = [0.0, 0.25, 0.5, 0.75];
 
@@ -125,7 +127,7 @@ fn pool_exhaustion_waits_or_preempts_and_every_request_completes() {
     // 8 layers, 16-token blocks: the longest sequence (prompt 135 + 40 tokens, ratio 0) needs
     // 11 x 16 = 176 blocks; 200 blocks hold it, but far from all twelve requests at once.
     let config = EngineConfig {
-        kv_blocks: 200,
+        kv_cache: KvCacheSize::Blocks(200),
         prefix_cache: false,
         ..Default::default()
     };
@@ -150,7 +152,7 @@ fn a_prompt_larger_than_the_pool_is_an_error_not_a_hang() {
     let e = engine(
         &model,
         EngineConfig {
-            kv_blocks: 10,
+            kv_cache: KvCacheSize::Blocks(10),
             ..Default::default()
         },
     );

@@ -7,7 +7,8 @@ use std::time::Instant;
 use clap::Args;
 use epas_model::SequenceCache;
 use epas_server::engine::{
-    EngineConfig, EngineEvent, EngineHandle, GenerationParams, GenerationRequest, NoObserver,
+    EngineConfig, EngineEvent, EngineHandle, GenerationParams, GenerationRequest, KvCacheSize,
+    NoObserver,
 };
 use serde::Serialize;
 
@@ -56,10 +57,7 @@ pub fn run(args: BenchBatchArgs) -> anyhow::Result<()> {
         max_batch_tokens: args.max_batch_tokens,
         max_waiting: 4 * max_c + 16,
         prefix_cache: false,
-        kv_blocks: EngineConfig::default().blocks_for_tokens(
-            args.prompt_tokens + args.gen_tokens,
-            model.config().num_layers,
-        ) * max_c,
+        kv_cache: KvCacheSize::Tokens((args.prompt_tokens + args.gen_tokens + 16) * max_c),
         ..Default::default()
     };
     let engine = EngineHandle::start(model.clone(), tokenizer, config, Arc::new(NoObserver))

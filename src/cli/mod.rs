@@ -5,6 +5,7 @@ mod bench_batch;
 mod eval;
 mod generate;
 mod model_args;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the OpenAI-compatible HTTP API (completions, chat, SSE, metrics).
+    Serve(serve::ServeArgs),
     /// Generate text from a prompt, streamed to stdout; speed goes to stderr.
     Generate(generate::GenerateArgs),
     /// Perplexity and tokens/s of a model on a text, for each sharing ratio.
@@ -41,6 +44,7 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Serve(a) => serve::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),

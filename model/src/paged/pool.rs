@@ -8,7 +8,14 @@ struct PoolInner {
     block_size: usize,
     row_width: usize,
     total: usize,
-    free: Mutex<Vec<Box<[f32]>>>,
+    free: Mutex<FreeList>,
+}
+
+/// Blocks not in use: memory is allocated when a block is first taken and recycled after, so
+/// start-up does not fault in the whole pool; the count is fixed from the start.
+struct FreeList {
+    count: usize,
+    recycled: Vec<Box<[f32]>>,
 }
 
 /// A fixed number of preallocated blocks, shared by all sequences of an engine.
@@ -40,16 +47,17 @@ impl std::fmt::Debug for BlockPool {
 }
 
 impl BlockPool {
-    /// `blocks` blocks of `block_size` rows of `row_width` floats, allocated now.
+    /// `blocks` blocks of `block_size` rows of `row_width` floats.
     pub fn new(blocks: usize, block_size: usize, row_width: usize) -> Result<Self> {
         if block_size == 0 || row_width == 0 {
             return Err(ModelError::Config(
                 "block size and row width must be positive".into(),
             ));
         }
-        let free = (0..blocks)
-            .map(|_| vec![0f32; block_size * row_width].into_boxed_slice())
-            .collect();
+        let free = FreeList {
+            count: blocks,
+            recycled: Vec::new(),
+        };
         Ok(Self {
             inner: Arc::new(PoolInner {
                 block_size,
@@ -81,18 +89,22 @@ impl BlockPool {
     }
 
     pub fn free_blocks(&self) -> usize {
-        self.inner.free.lock().map(|f| f.len()).unwrap_or(0)
+        self.inner.free.lock().map(|f| f.count).unwrap_or(0)
     }
 
     /// Takes `n` blocks, or none at all when fewer are free.
     pub fn take(&self, n: usize) -> Option<Vec<KvBlock>> {
         let mut free = self.inner.free.lock().ok()?;
-        if free.len() < n {
+        if free.count < n {
             return None;
         }
-        let at = free.len() - n;
-        let blocks = free.split_off(at);
+        free.count -= n;
+        let reuse = n.min(free.recycled.len());
+        let at = free.recycled.len() - reuse;
+        let mut blocks = free.recycled.split_off(at);
         drop(free);
+        let floats = self.inner.block_size * self.inner.row_width;
+        blocks.resize_with(n, || vec![0f32; floats].into_boxed_slice());
         Some(
             blocks
                 .into_iter()
@@ -125,7 +137,8 @@ impl Drop for KvBlock {
     fn drop(&mut self) {
         let data = std::mem::take(&mut self.data);
         if let Ok(mut free) = self.pool.free.lock() {
-            free.push(data);
+            free.count += 1;
+            free.recycled.push(data);
         }
     }
 }

@@ -12,8 +12,8 @@ pub struct EngineConfig {
     pub max_waiting: usize,
     /// Positions per KV block.
     pub block_size: usize,
-    /// Blocks in the pool (each holds `block_size` rows of one layer's K or V).
-    pub kv_blocks: usize,
+    /// Size of the preallocated KV block pool.
+    pub kv_cache: KvCacheSize,
     /// Reuse full KV blocks of earlier requests with the same prompt prefix and sharing ratio.
     pub prefix_cache: bool,
 }
@@ -25,17 +25,32 @@ impl Default for EngineConfig {
             max_batch_tokens: 512,
             max_waiting: 256,
             block_size: 16,
-            kv_blocks: 4096,
+            kv_cache: KvCacheSize::Tokens(32768),
             prefix_cache: true,
         }
     }
 }
 
+/// How large the KV block pool is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvCacheSize {
+    /// This many blocks (each `block_size` rows of one layer's K or V).
+    Blocks(usize),
+    /// Room for this many positions of sequences with no sharing layer (sharing sequences fit
+    /// more, as they keep no K in their sharing layers).
+    Tokens(usize),
+    /// This many bytes of f32 rows.
+    Bytes(usize),
+}
+
 impl EngineConfig {
-    /// Pool blocks needed to hold `tokens` positions of a sequence with no sharing layer, for
-    /// a model of `num_layers` layers: sizing by `--kv-cache-tokens`.
-    pub fn blocks_for_tokens(&self, tokens: usize, num_layers: usize) -> usize {
-        tokens.div_ceil(self.block_size) * 2 * num_layers
+    /// Pool blocks for a model of `num_layers` layers with K/V rows of `row_width` floats.
+    pub fn kv_blocks(&self, num_layers: usize, row_width: usize) -> usize {
+        match self.kv_cache {
+            KvCacheSize::Blocks(n) => n,
+            KvCacheSize::Tokens(t) => t.div_ceil(self.block_size) * 2 * num_layers,
+            KvCacheSize::Bytes(b) => b / (self.block_size * row_width * std::mem::size_of::<f32>()),
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -43,7 +58,6 @@ impl EngineConfig {
             ("max_batch_size", self.max_batch_size),
             ("max_batch_tokens", self.max_batch_tokens),
             ("block_size", self.block_size),
-            ("kv_blocks", self.kv_blocks),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be positive"));

@@ -23,7 +23,7 @@ use std::time::Instant;
 use epas_model::{EpasLlama, TextTokenizer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, KvCacheSize};
 pub use observer::{EngineObserver, NoObserver, StepPhase};
 pub use request::{
     EngineEvent, FinishReason, GenerationParams, GenerationRequest, TokenLogprobs, Usage,

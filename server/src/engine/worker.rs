@@ -57,10 +57,15 @@ impl Worker {
         state: Arc<EngineState>,
         observer: Arc<dyn EngineObserver>,
     ) -> epas_model::Result<Self> {
-        let pool = BlockPool::new(config.kv_blocks, config.block_size, model.config().kv_dim())?;
-        state
-            .kv_blocks_total
-            .store(config.kv_blocks, Ordering::Relaxed);
+        let (layers, width) = (model.config().num_layers, model.config().kv_dim());
+        let blocks = config.kv_blocks(layers, width);
+        if blocks == 0 {
+            return Err(epas_model::ModelError::Config(
+                "the KV cache holds no block".into(),
+            ));
+        }
+        let pool = BlockPool::new(blocks, config.block_size, width)?;
+        state.kv_blocks_total.store(blocks, Ordering::Relaxed);
         let prefix = config
             .prefix_cache
             .then(|| PrefixCache::new(config.block_size));

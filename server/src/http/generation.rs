@@ -1,0 +1,280 @@
+//! Runs a validated request on the engine and answers it, streamed (SSE) or whole.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::error::ApiError;
+use super::responses::{Endpoint, Envelope, LogprobsBuilder};
+use super::state::{AppState, Ready, ResolvedModel};
+use crate::engine::{EngineEvent, GenerationRequest, SubmitError, TokenLogprobs, Usage};
+
+/// A request ready for the engine.
+pub struct Prepared {
+    pub request: GenerationRequest,
+    pub resolved: ResolvedModel,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub envelope: Envelope,
+}
+
+pub fn epas_object(resolved: &ResolvedModel) -> Value {
+    json!({
+        "sharing_ratio": resolved.ratio,
+        "effective_sharing_ratio": resolved.plan.effective_ratio(),
+        "sharing_layers": resolved.plan.sharing_layers(),
+        "source_layer": resolved.plan.source_layer(),
+    })
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
+}
+
+pub fn submit(
+    state: &AppState,
+    ready: &Ready,
+    prepared: &Prepared,
+) -> Result<UnboundedReceiver<EngineEvent>, ApiError> {
+    ready.engine.submit(prepared.request.clone()).map_err(|e| {
+        let (reason, err) = match &e {
+            SubmitError::Overloaded { .. } => ("queue_full", ApiError::overloaded(e.to_string())),
+            SubmitError::Draining | SubmitError::Stopped => {
+                ("draining", ApiError::unavailable(e.to_string()))
+            }
+            SubmitError::Invalid(m) => ("invalid", ApiError::bad_request(m.clone())),
+        };
+        state
+            .metrics
+            .requests_rejected_total
+            .with_label_values(&[reason])
+            .inc();
+        err
+    })
+}
+
+fn with_epas_headers(mut response: Response, resolved: &ResolvedModel) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        "x-epas-sharing-layers",
+        HeaderValue::from(resolved.plan.sharing_layers()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("{}", resolved.ratio)) {
+        h.insert("x-epas-sharing-ratio", v);
+    }
+    response
+}
+
+fn token_logprobs(
+    tokenizer: &epas_model::TextTokenizer,
+    token: u32,
+    lp: &TokenLogprobs,
+) -> (String, Vec<(String, f32)>) {
+    let text = |id: u32| tokenizer.decode(&[id], false).unwrap_or_default();
+    (
+        text(token),
+        lp.top.iter().map(|&(id, l)| (text(id), l)).collect(),
+    )
+}
+
+/// Answers a request once the engine accepted it.
+pub async fn respond(
+    state: Arc<AppState>,
+    prepared: Prepared,
+    rx: UnboundedReceiver<EngineEvent>,
+) -> Result<Response, ApiError> {
+    let resolved = prepared.resolved;
+    let response = if prepared.stream {
+        let stream = sse_stream(state.clone(), prepared, rx);
+        Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response()
+    } else {
+        collect(&state, prepared, rx).await?.into_response()
+    };
+    Ok(with_epas_headers(response, &resolved))
+}
+
+async fn collect(
+    state: &AppState,
+    prepared: Prepared,
+    mut rx: UnboundedReceiver<EngineEvent>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let n = prepared.request.params.n;
+    let tokenizer = state.ready()?.tokenizer.clone();
+    let mut texts = vec![String::new(); n];
+    let mut finish = vec!["length"; n];
+    let mut logprobs = vec![LogprobsBuilder::default(); n];
+    let want_logprobs = prepared.request.params.sampling.logprobs.is_some();
+    let env = &prepared.envelope;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            EngineEvent::Token {
+                index,
+                token,
+                text,
+                logprobs: lp,
+            } => {
+                texts[index].push_str(&text);
+                if let Some(lp) = lp {
+                    let (tok, top) = token_logprobs(&tokenizer, token, &lp);
+                    logprobs[index].push(tok, &lp, top);
+                }
+            }
+            EngineEvent::Finished {
+                index,
+                reason,
+                text,
+            } => {
+                texts[index].push_str(&text);
+                finish[index] = reason.as_str();
+            }
+            EngineEvent::Done { usage } => {
+                let choices = (0..n)
+                    .map(|i| {
+                        let lp = if want_logprobs {
+                            logprobs[i].to_json(env.endpoint)
+                        } else {
+                            Value::Null
+                        };
+                        env.choice(i, &texts[i], finish[i], lp)
+                    })
+                    .collect();
+                return Ok(axum::Json(env.response(choices, &usage)));
+            }
+            EngineEvent::Error { message } => return Err(ApiError::internal(message)),
+        }
+    }
+    Err(ApiError::internal(
+        "the engine stopped before the request finished",
+    ))
+}
+
+struct StreamState {
+    state: Arc<AppState>,
+    rx: UnboundedReceiver<EngineEvent>,
+    envelope: Envelope,
+    include_usage: bool,
+    want_logprobs: bool,
+    started: Vec<bool>,
+    queue: std::collections::VecDeque<Event>,
+    done: bool,
+}
+
+fn data(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+impl StreamState {
+    fn first(&mut self, index: usize) -> bool {
+        !std::mem::replace(&mut self.started[index], true)
+    }
+
+    fn handle(&mut self, ev: EngineEvent) {
+        match ev {
+            EngineEvent::Token {
+                index,
+                token,
+                text,
+                logprobs,
+            } => {
+                let lp = match (&logprobs, self.want_logprobs) {
+                    (Some(lp), true) => {
+                        let tokenizer = match self.state.ready.get() {
+                            Some(r) => r.tokenizer.clone(),
+                            None => return,
+                        };
+                        let (tok, top) = token_logprobs(&tokenizer, token, lp);
+                        let mut b = LogprobsBuilder::default();
+                        b.push(tok, lp, top);
+                        b.to_json(self.envelope.endpoint)
+                    }
+                    _ => Value::Null,
+                };
+                let first = self.first(index);
+                if !text.is_empty() || first || !lp.is_null() {
+                    let chunk = self.envelope.chunk(index, &text, first, None, lp);
+                    self.queue.push_back(data(&chunk));
+                }
+            }
+            EngineEvent::Finished {
+                index,
+                reason,
+                text,
+            } => {
+                let first = self.first(index);
+                let chunk =
+                    self.envelope
+                        .chunk(index, &text, first, Some(reason.as_str()), Value::Null);
+                self.queue.push_back(data(&chunk));
+            }
+            EngineEvent::Done { usage } => self.finish(Some(usage)),
+            EngineEvent::Error { message } => {
+                let err = ApiError::internal(message);
+                self.queue.push_back(data(&err.body()));
+                self.finish(None);
+            }
+        }
+    }
+
+    fn finish(&mut self, usage: Option<Usage>) {
+        if let (true, Some(u)) = (self.include_usage, usage) {
+            self.queue.push_back(data(&self.envelope.usage_chunk(&u)));
+        }
+        self.queue.push_back(Event::default().data("[DONE]"));
+        self.done = true;
+    }
+}
+
+fn sse_stream(
+    state: Arc<AppState>,
+    prepared: Prepared,
+    rx: UnboundedReceiver<EngineEvent>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let n = prepared.request.params.n;
+    let s = StreamState {
+        state,
+        rx,
+        want_logprobs: prepared.request.params.sampling.logprobs.is_some(),
+        envelope: prepared.envelope,
+        include_usage: prepared.include_usage,
+        started: vec![false; n],
+        queue: Default::default(),
+        done: false,
+    };
+    stream::unfold(s, |mut s| async move {
+        loop {
+            if let Some(ev) = s.queue.pop_front() {
+                return Some((Ok(ev), s));
+            }
+            if s.done {
+                return None;
+            }
+            match s.rx.recv().await {
+                Some(ev) => s.handle(ev),
+                None => {
+                    let err = ApiError::internal("the engine stopped before the request finished");
+                    s.queue.push_back(data(&err.body()));
+                    s.finish(None);
+                }
+            }
+        }
+    })
+}
+
+pub fn endpoint_prefix(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Completion => "cmpl",
+        Endpoint::Chat => "chatcmpl",
+    }
+}

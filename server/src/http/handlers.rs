@@ -1,0 +1,328 @@
+//! The generation endpoints: `/v1/completions` and `/v1/chat/completions`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::body::parse;
+use super::error::ApiError;
+use super::generation::{endpoint_prefix, epas_object, new_id, respond, submit, Prepared};
+use super::params::{generation_params, Limits};
+use super::responses::{Endpoint, Envelope};
+use super::schema::*;
+use super::state::{AppState, Ready};
+use crate::engine::GenerationRequest;
+use epas_model::ChatMessage;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Counts the response status and returns the response.
+fn finish(state: &AppState, result: Result<Response, ApiError>) -> Response {
+    use axum::response::IntoResponse;
+    let response = result.unwrap_or_else(|e| e.into_response());
+    state
+        .metrics
+        .requests_total
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    response
+}
+
+fn check_prompt(ready: &Ready, ids: &[u32]) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::invalid("prompt", "the prompt is empty"));
+    }
+    let vocab = ready.info.config.vocab_size;
+    if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!("token id {id} is outside the vocabulary of {vocab}"),
+        ));
+    }
+    if ids.len() >= ready.max_context {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "the prompt has {} tokens; the model's context is {}",
+                ids.len(),
+                ready.max_context
+            ),
+        )
+        .with_code("context_length_exceeded"));
+    }
+    Ok(())
+}
+
+async fn run(state: Arc<AppState>, prepared: Result<Prepared, ApiError>) -> Response {
+    let result = async {
+        let prepared = prepared?;
+        let ready = state.ready()?;
+        let rx = submit(&state, ready, &prepared)?;
+        respond(state.clone(), prepared, rx).await
+    }
+    .await;
+    finish(&state, result)
+}
+
+fn envelope(
+    endpoint: Endpoint,
+    model: &Option<String>,
+    state: &AppState,
+    epas: serde_json::Value,
+) -> Envelope {
+    Envelope {
+        id: new_id(endpoint_prefix(endpoint)),
+        created: now(),
+        model: model
+            .clone()
+            .unwrap_or_else(|| state.config.served_model_name.clone()),
+        endpoint,
+        epas,
+    }
+}
+
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let prepared = prepare_completion(&state, &headers, &body);
+    run(state.clone(), prepared).await
+}
+
+fn prepare_completion(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Prepared, ApiError> {
+    let req: CompletionRequest = parse(headers, body, &[COMMON_FIELDS, COMPLETION_FIELDS])?;
+    let ready = state.ready()?;
+    if req.echo {
+        return Err(ApiError::invalid("echo", "echo is not supported"));
+    }
+    if req.suffix.is_some() {
+        return Err(ApiError::invalid("suffix", "suffix is not supported"));
+    }
+    if let Some(b) = req.best_of {
+        if b != 1 && Some(b) != req.common.n {
+            return Err(ApiError::invalid(
+                "best_of",
+                "best_of other than n is not supported",
+            ));
+        }
+    }
+    let resolved = state.resolve(ready, req.common.model.as_deref(), req.common.sharing_ratio)?;
+    let ids = match &req.prompt {
+        Prompt::Text(t) => ready
+            .tokenizer
+            .encode(t)
+            .map_err(|e| ApiError::invalid("prompt", e.to_string()))?,
+        Prompt::Texts(v) if v.len() == 1 => ready
+            .tokenizer
+            .encode(&v[0])
+            .map_err(|e| ApiError::invalid("prompt", e.to_string()))?,
+        Prompt::Texts(_) => {
+            return Err(ApiError::invalid(
+                "prompt",
+                "send exactly one prompt per request",
+            ))
+        }
+        Prompt::Tokens(ids) => ids.clone(),
+    };
+    check_prompt(ready, &ids)?;
+    let logprobs = match req.logprobs {
+        None => None,
+        Some(l) if l >= 0 => Some(l as usize),
+        Some(l) => {
+            return Err(ApiError::invalid(
+                "logprobs",
+                format!("logprobs must be 0 or more, got {l}"),
+            ))
+        }
+    };
+    let limits = Limits {
+        prompt_len: ids.len(),
+        max_context: ready.max_context,
+        vocab: ready.info.config.vocab_size,
+        max_tokens: req.common.max_tokens,
+        default_max_tokens: 16,
+        logprobs,
+    };
+    let params = generation_params(&req.common, &state.config, limits)?;
+    Ok(Prepared {
+        request: GenerationRequest {
+            prompt: ids,
+            plan: resolved.plan,
+            params,
+        },
+        stream: req.common.stream,
+        include_usage: req
+            .common
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
+        envelope: envelope(
+            Endpoint::Completion,
+            &req.common.model,
+            state,
+            epas_object(&resolved),
+        ),
+        resolved,
+    })
+}
+
+pub async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let prepared = prepare_chat(&state, &headers, &body);
+    run(state.clone(), prepared).await
+}
+
+/// Chat messages as plain text, refusing what the template cannot render.
+pub fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages", "messages must not be empty"));
+    }
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !matches!(
+                m.role.as_str(),
+                "system" | "user" | "assistant" | "developer"
+            ) {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].role"),
+                    format!(
+                        "role `{}` is not supported (system, developer, user, assistant)",
+                        m.role
+                    ),
+                ));
+            }
+            let content = match &m.content {
+                None => String::new(),
+                Some(MessageContent::Text(t)) => t.clone(),
+                Some(MessageContent::Parts(parts)) => {
+                    let mut text = String::new();
+                    for p in parts {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => text.push_str(t),
+                            _ => {
+                                return Err(ApiError::invalid(
+                                    format!("messages[{i}].content"),
+                                    format!(
+                                        "content part type `{}` is not supported (text only)",
+                                        p.kind
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            let role = if m.role == "developer" {
+                "system"
+            } else {
+                m.role.as_str()
+            };
+            Ok(ChatMessage {
+                role: role.to_string(),
+                content,
+            })
+        })
+        .collect()
+}
+
+fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepared, ApiError> {
+    let req: ChatRequest = parse(headers, body, &[COMMON_FIELDS, CHAT_FIELDS])?;
+    let ready = state.ready()?;
+    if req.tools.is_some() || req.tool_choice.is_some() {
+        let param = if req.tools.is_some() {
+            "tools"
+        } else {
+            "tool_choice"
+        };
+        return Err(ApiError::invalid(param, "tool calls are not supported"));
+    }
+    if let Some(f) = &req.response_format {
+        if f.get("type").and_then(|t| t.as_str()) != Some("text") {
+            return Err(ApiError::invalid(
+                "response_format",
+                "only {\"type\": \"text\"} is supported",
+            ));
+        }
+    }
+    let resolved = state.resolve(ready, req.common.model.as_deref(), req.common.sharing_ratio)?;
+    let messages = chat_messages(&req.messages)?;
+    let text = ready
+        .tokenizer
+        .apply_chat_template(&messages, true)
+        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let ids = ready
+        .tokenizer
+        .encode(&text)
+        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    check_prompt(ready, &ids)?;
+    let logprobs = match (req.logprobs, req.top_logprobs) {
+        (false, Some(_)) => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "top_logprobs needs logprobs: true",
+            ))
+        }
+        (false, None) => None,
+        (true, None) => Some(0),
+        (true, Some(t)) if t >= 0 => Some(t as usize),
+        (true, Some(t)) => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                format!("top_logprobs must be 0 or more, got {t}"),
+            ))
+        }
+    };
+    let max_tokens = match (req.common.max_tokens, req.max_completion_tokens) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::invalid(
+                "max_completion_tokens",
+                "max_tokens and max_completion_tokens differ",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    let limits = Limits {
+        prompt_len: ids.len(),
+        max_context: ready.max_context,
+        vocab: ready.info.config.vocab_size,
+        max_tokens,
+        default_max_tokens: 1024,
+        logprobs,
+    };
+    let params = generation_params(&req.common, &state.config, limits)?;
+    Ok(Prepared {
+        request: GenerationRequest {
+            prompt: ids,
+            plan: resolved.plan,
+            params,
+        },
+        stream: req.common.stream,
+        include_usage: req
+            .common
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
+        envelope: envelope(
+            Endpoint::Chat,
+            &req.common.model,
+            state,
+            epas_object(&resolved),
+        ),
+        resolved,
+    })
+}

@@ -1,0 +1,262 @@
+//! The OpenAI-compatible HTTP server (axum): routes, authentication, limits, graceful drain.
+
+mod body;
+mod error;
+mod generation;
+mod handlers;
+mod misc;
+mod params;
+mod responses;
+mod schema;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use epas_model::{EpasLlama, TextTokenizer};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use state::{AppState, HttpConfig, Ready};
+
+use crate::engine::{EngineConfig, EngineHandle};
+use crate::metrics::Metrics;
+
+/// Everything `epas serve` configures.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub http: HttpConfig,
+    pub engine: EngineConfig,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// Origins allowed by CORS; `["*"]` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct RequestIds(Arc<AtomicU64>);
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("req-{n:08x}"))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if state.config.api_keys.is_empty() {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(key) if state.config.api_keys.iter().any(|k| k == key) => next.run(request).await,
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
+
+/// Maps axum's own body errors (too large, unreadable) to the OpenAI error shape.
+async fn body_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_none_or(|v| v != "application/json")
+    {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "the request body is too large",
+        )
+        .into_response();
+    }
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took too long",
+        )
+        .into_response();
+    }
+    response
+}
+
+pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
+    let protected = Router::new()
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/models", get(misc::models))
+        .route("/tokenize", post(misc::tokenize))
+        .route("/detokenize", post(misc::detokenize))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let cors = if config.cors_origins.iter().any(|o| o == "*") {
+        CorsLayer::new()
+            .allow_origin(Any)
+            .allow_headers(Any)
+            .allow_methods(Any)
+    } else {
+        let origins: Vec<HeaderValue> = config
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_headers(Any)
+            .allow_methods(Any)
+    };
+    Router::new()
+        .merge(protected)
+        .route("/health", get(misc::health))
+        .route("/metrics", get(misc::metrics))
+        .fallback(misc::not_found)
+        .with_state(state)
+        .layer(middleware::from_fn(body_errors))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
+}
+
+/// Binds, answers `/health` with 503 while `load` runs, then serves until SIGTERM or Ctrl-C;
+/// in-flight requests then get up to `shutdown_timeout` to finish.
+pub async fn serve<L>(config: ServerConfig, load: L) -> anyhow_like::Result<()>
+where
+    L: FnOnce() -> Result<(EpasLlama, TextTokenizer), String> + Send + 'static,
+{
+    let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+    let state = Arc::new(AppState {
+        config: config.http.clone(),
+        metrics: metrics.clone(),
+        ready: std::sync::OnceLock::new(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(address = %local, "listening (model loading)");
+    let app = router(state.clone(), &config);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut graceful_rx = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(async move {
+                let _ = graceful_rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    let engine_config = config.engine.clone();
+    let loader_state = state.clone();
+    let loaded = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let (model, tokenizer) = load()?;
+        let max_context = model.max_context();
+        let info = model.info.clone();
+        let tokenizer = Arc::new(tokenizer);
+        for ratio in [0.0, 0.25, 0.5, 0.75] {
+            if let Ok(plan) = epas_model::SharingPlan::new(info.config.num_layers, ratio) {
+                metrics
+                    .kv_cache_bytes_per_token
+                    .with_label_values(&[&crate::metrics::ratio_label(plan.effective_ratio())])
+                    .set(epas_model::kv_cache::kv_bytes_per_token(&info.config, &plan) as i64);
+            }
+        }
+        let engine =
+            EngineHandle::start(Arc::new(model), tokenizer.clone(), engine_config, metrics)?;
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let _ = loader_state.ready.set(Ready {
+            engine,
+            tokenizer,
+            info,
+            max_context,
+            created,
+        });
+        Ok(())
+    });
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        result = loaded => {
+            result.map_err(|e| e.to_string())??;
+            tracing::info!(address = %local, "ready");
+        }
+        _ = &mut shutdown => {
+            tracing::info!("shutdown requested while loading");
+            let _ = stop_tx.send(true);
+            return Ok(());
+        }
+    }
+    shutdown.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    if let Some(ready) = state.ready.get() {
+        ready.engine.drain();
+    }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(config.shutdown_timeout, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("all requests finished"),
+        Ok(Ok(Err(e))) => return Err(e.to_string().into()),
+        Ok(Err(e)) => return Err(e.to_string().into()),
+        Err(_) => tracing::warn!("shutdown timeout reached; closing remaining connections"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// A string error for the server's fallible setup.
+pub mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}

@@ -1,0 +1,130 @@
+//! `epas serve`: the OpenAI-compatible HTTP server. Every flag can also come from an `EPAS_*`
+//! environment variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Args;
+use epas_server::engine::{EngineConfig, KvCacheSize};
+use epas_server::http::{serve, HttpConfig, ServerConfig};
+
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, env = "EPAS_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    #[arg(long, env = "EPAS_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Model id clients send (default: the file or folder name).
+    #[arg(long, env = "EPAS_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    /// Sharing ratio of requests that do not choose one.
+    #[arg(long, env = "EPAS_DEFAULT_SHARING_RATIO", default_value_t = 0.0)]
+    pub default_sharing_ratio: f64,
+    /// Accepted API keys (comma-separated or repeated); none means no authentication.
+    #[arg(long = "api-key", env = "EPAS_API_KEY", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    #[arg(long, env = "EPAS_MAX_BATCH_SIZE", default_value_t = 64)]
+    pub max_batch_size: usize,
+    /// Tokens per engine step (decode rows plus prefill chunks).
+    #[arg(long, env = "EPAS_MAX_BATCH_TOKENS", default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// Queued requests beyond which new ones get 429.
+    #[arg(long, env = "EPAS_MAX_WAITING", default_value_t = 256)]
+    pub max_waiting: usize,
+    /// KV cache size in tokens of a sequence with no sharing layer (default 32768).
+    #[arg(long, env = "EPAS_KV_CACHE_TOKENS", conflicts_with = "kv_cache_bytes")]
+    pub kv_cache_tokens: Option<usize>,
+    /// KV cache size in bytes.
+    #[arg(long, env = "EPAS_KV_CACHE_BYTES")]
+    pub kv_cache_bytes: Option<usize>,
+    #[arg(long, env = "EPAS_BLOCK_SIZE", default_value_t = 16)]
+    pub block_size: usize,
+    #[arg(long, env = "EPAS_NO_PREFIX_CACHE")]
+    pub no_prefix_cache: bool,
+    #[arg(long, env = "EPAS_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Seconds a non-streamed request may take (streams: until headers are sent).
+    #[arg(long, env = "EPAS_REQUEST_TIMEOUT", default_value_t = 600)]
+    pub request_timeout: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "EPAS_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+    /// CORS origins (comma-separated); `*` allows any.
+    #[arg(
+        long,
+        env = "EPAS_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_origins: Vec<String>,
+    #[arg(long, env = "EPAS_MAX_N", default_value_t = 8)]
+    pub max_n: usize,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if !(args.default_sharing_ratio.is_finite() && args.default_sharing_ratio >= 0.0) {
+        anyhow::bail!("--default-sharing-ratio must be a non-negative number");
+    }
+    if args.api_keys.iter().any(|k| k.trim().is_empty()) {
+        anyhow::bail!("--api-key must not be empty");
+    }
+    let name = args.served_model_name.clone().unwrap_or_else(|| {
+        args.model
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let kv_cache = match (args.kv_cache_tokens, args.kv_cache_bytes) {
+        (_, Some(b)) => KvCacheSize::Bytes(b),
+        (Some(t), None) => KvCacheSize::Tokens(t),
+        (None, None) => KvCacheSize::Tokens(32768),
+    };
+    let engine = EngineConfig {
+        max_batch_size: args.max_batch_size,
+        max_batch_tokens: args.max_batch_tokens,
+        max_waiting: args.max_waiting,
+        block_size: args.block_size,
+        kv_cache,
+        prefix_cache: !args.no_prefix_cache,
+    };
+    engine.validate().map_err(anyhow::Error::msg)?;
+    let config = ServerConfig {
+        addr: SocketAddr::new(args.host, args.port),
+        http: HttpConfig {
+            served_model_name: name,
+            allow_untrained_sharing: args.model.allow_untrained_sharing,
+            default_sharing_ratio: args.default_sharing_ratio,
+            api_keys: args.api_keys.clone(),
+            max_n: args.max_n.max(1),
+            max_stop_sequences: 16,
+            max_logprobs: 20,
+        },
+        engine,
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        cors_origins: args.cors_origins.clone(),
+    };
+    let model_args = args.model.clone();
+    let default_ratio = args.default_sharing_ratio;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let load = move || {
+        let (model, tokenizer) = model_args.load().map_err(|e| format!("{e:#}"))?;
+        model
+            .info
+            .plan(default_ratio, model_args.allow_untrained_sharing)
+            .map_err(|e| format!("--default-sharing-ratio: {e}"))?;
+        Ok((model, tokenizer))
+    };
+    runtime
+        .block_on(serve(config, load))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
