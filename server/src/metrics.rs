@@ -161,7 +161,21 @@ impl Metrics {
             registry,
         };
         m.register_all()?;
+        for reason in ["queue_full", "draining", "invalid"] {
+            m.requests_rejected_total.with_label_values(&[reason]);
+        }
         Ok(m)
+    }
+
+    /// Creates the per-ratio series of a ratio so dashboards see them before traffic.
+    pub fn init_ratio(&self, ratio: f64, kv_bytes_per_token: usize) {
+        let label = ratio_label(ratio);
+        self.kv_cache_bytes_per_token
+            .with_label_values(&[&label])
+            .set(kv_bytes_per_token as i64);
+        self.requests_cancelled_total.with_label_values(&[&label]);
+        self.generation_tokens_total.with_label_values(&[&label]);
+        self.prompt_tokens_total.with_label_values(&[&label]);
     }
 
     fn register_all(&self) -> Result<(), prometheus::Error> {

@@ -13,6 +13,15 @@ pub fn parse<T: DeserializeOwned>(
     body: &Bytes,
     allowed: &[&[&str]],
 ) -> Result<T, ApiError> {
+    typed(&parse_object(headers, body, allowed)?)
+}
+
+/// Parses `body` as a JSON object whose keys are all in `allowed`.
+pub fn parse_object(
+    headers: &HeaderMap,
+    body: &Bytes,
+    allowed: &[&[&str]],
+) -> Result<serde_json::Value, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -42,7 +51,12 @@ pub fn parse<T: DeserializeOwned>(
             );
         }
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    Ok(value)
+}
+
+/// Reads `T` out of a JSON value; a type error names the field it is in.
+pub fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
         let path = e.path().to_string();
         let param = if path == "." { None } else { Some(path) };
         let mut err = ApiError::bad_request(format!("invalid request: {}", e.inner()));

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::body::parse;
+use super::body::{parse_object, typed};
 use super::error::ApiError;
 use super::generation::{endpoint_prefix, epas_object, new_id, respond, submit, Prepared};
 use super::params::{generation_params, Limits};
@@ -103,7 +103,9 @@ fn prepare_completion(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Prepared, ApiError> {
-    let req: CompletionRequest = parse(headers, body, &[COMMON_FIELDS, COMPLETION_FIELDS])?;
+    let value = parse_object(headers, body, &[COMMON_FIELDS, COMPLETION_FIELDS])?;
+    let common: CommonParams = typed(&value)?;
+    let req: CompletionRequest = typed(&value)?;
     let ready = state.ready()?;
     if req.echo {
         return Err(ApiError::invalid("echo", "echo is not supported"));
@@ -112,14 +114,14 @@ fn prepare_completion(
         return Err(ApiError::invalid("suffix", "suffix is not supported"));
     }
     if let Some(b) = req.best_of {
-        if b != 1 && Some(b) != req.common.n {
+        if b != 1 && Some(b) != common.n {
             return Err(ApiError::invalid(
                 "best_of",
                 "best_of other than n is not supported",
             ));
         }
     }
-    let resolved = state.resolve(ready, req.common.model.as_deref(), req.common.sharing_ratio)?;
+    let resolved = state.resolve(ready, common.model.as_deref(), common.sharing_ratio)?;
     let ids = match &req.prompt {
         Prompt::Text(t) => ready
             .tokenizer
@@ -152,26 +154,25 @@ fn prepare_completion(
         prompt_len: ids.len(),
         max_context: ready.max_context,
         vocab: ready.info.config.vocab_size,
-        max_tokens: req.common.max_tokens,
+        max_tokens: common.max_tokens,
         default_max_tokens: 16,
         logprobs,
     };
-    let params = generation_params(&req.common, &state.config, limits)?;
+    let params = generation_params(&common, &state.config, limits)?;
     Ok(Prepared {
         request: GenerationRequest {
             prompt: ids,
             plan: resolved.plan,
             params,
         },
-        stream: req.common.stream,
-        include_usage: req
-            .common
+        stream: common.stream,
+        include_usage: common
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage),
         envelope: envelope(
             Endpoint::Completion,
-            &req.common.model,
+            &common.model,
             state,
             epas_object(&resolved),
         ),
@@ -241,7 +242,9 @@ pub fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError>
 }
 
 fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepared, ApiError> {
-    let req: ChatRequest = parse(headers, body, &[COMMON_FIELDS, CHAT_FIELDS])?;
+    let value = parse_object(headers, body, &[COMMON_FIELDS, CHAT_FIELDS])?;
+    let common: CommonParams = typed(&value)?;
+    let req: ChatRequest = typed(&value)?;
     let ready = state.ready()?;
     if req.tools.is_some() || req.tool_choice.is_some() {
         let param = if req.tools.is_some() {
@@ -259,7 +262,7 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
             ));
         }
     }
-    let resolved = state.resolve(ready, req.common.model.as_deref(), req.common.sharing_ratio)?;
+    let resolved = state.resolve(ready, common.model.as_deref(), common.sharing_ratio)?;
     let messages = chat_messages(&req.messages)?;
     let text = ready
         .tokenizer
@@ -287,7 +290,7 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
             ))
         }
     };
-    let max_tokens = match (req.common.max_tokens, req.max_completion_tokens) {
+    let max_tokens = match (common.max_tokens, req.max_completion_tokens) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::invalid(
                 "max_completion_tokens",
@@ -304,25 +307,19 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
         default_max_tokens: 1024,
         logprobs,
     };
-    let params = generation_params(&req.common, &state.config, limits)?;
+    let params = generation_params(&common, &state.config, limits)?;
     Ok(Prepared {
         request: GenerationRequest {
             prompt: ids,
             plan: resolved.plan,
             params,
         },
-        stream: req.common.stream,
-        include_usage: req
-            .common
+        stream: common.stream,
+        include_usage: common
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage),
-        envelope: envelope(
-            Endpoint::Chat,
-            &req.common.model,
-            state,
-            epas_object(&resolved),
-        ),
+        envelope: envelope(Endpoint::Chat, &common.model, state, epas_object(&resolved)),
         resolved,
     })
 }

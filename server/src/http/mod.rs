@@ -186,10 +186,8 @@ where
         let tokenizer = Arc::new(tokenizer);
         for ratio in [0.0, 0.25, 0.5, 0.75] {
             if let Ok(plan) = epas_model::SharingPlan::new(info.config.num_layers, ratio) {
-                metrics
-                    .kv_cache_bytes_per_token
-                    .with_label_values(&[&crate::metrics::ratio_label(plan.effective_ratio())])
-                    .set(epas_model::kv_cache::kv_bytes_per_token(&info.config, &plan) as i64);
+                let bytes = epas_model::kv_cache::kv_bytes_per_token(&info.config, &plan);
+                metrics.init_ratio(plan.effective_ratio(), bytes);
             }
         }
         let engine =

@@ -89,8 +89,6 @@ pub struct CompletionRequest {
     pub echo: bool,
     pub best_of: Option<i64>,
     pub suffix: Option<String>,
-    #[serde(flatten)]
-    pub common: CommonParams,
 }
 
 pub const COMPLETION_FIELDS: &[&str] = &["prompt", "logprobs", "echo", "best_of", "suffix"];
@@ -128,8 +126,6 @@ pub struct ChatRequest {
     pub response_format: Option<serde_json::Value>,
     pub tools: Option<serde_json::Value>,
     pub tool_choice: Option<serde_json::Value>,
-    #[serde(flatten)]
-    pub common: CommonParams,
 }
 
 pub const CHAT_FIELDS: &[&str] = &[
