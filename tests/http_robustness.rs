@@ -586,11 +586,15 @@ fn sigterm_while_streaming_finishes_the_streams_then_exits_zero() {
             let base = base.clone();
             std::thread::spawn(move || {
                 let client = reqwest::blocking::Client::new();
-                let body = json!({"prompt": "Hello", "max_tokens": 64, "ignore_eos": true, "stream": true});
+                let body = json!({
+                    "prompt": "Hello", "max_tokens": 64, "ignore_eos": true, "stream": true,
+                    "stream_options": {"include_usage": true},
+                });
                 let r = client.post(format!("{base}/v1/completions")).json(&body).send().unwrap();
                 assert_eq!(r.status(), 200);
                 let (events, done) = read_sse(r);
-                (events.len(), done)
+                let generated = events.last().map(|e| e["usage"]["completion_tokens"].clone());
+                (generated, done)
             })
         })
         .collect();
@@ -603,9 +607,9 @@ fn sigterm_while_streaming_finishes_the_streams_then_exits_zero() {
         .unwrap()
         .success());
     for h in handles {
-        let (events, done) = h.join().unwrap();
+        let (generated, done) = h.join().unwrap();
         assert!(done, "stream cut by shutdown");
-        assert!(events >= 64, "{events} chunks");
+        assert_eq!(generated, Some(json!(64)), "every stream ran to its max_tokens");
     }
     let status = s.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
