@@ -590,10 +590,16 @@ fn sigterm_while_streaming_finishes_the_streams_then_exits_zero() {
                     "prompt": "Hello", "max_tokens": 64, "ignore_eos": true, "stream": true,
                     "stream_options": {"include_usage": true},
                 });
-                let r = client.post(format!("{base}/v1/completions")).json(&body).send().unwrap();
+                let r = client
+                    .post(format!("{base}/v1/completions"))
+                    .json(&body)
+                    .send()
+                    .unwrap();
                 assert_eq!(r.status(), 200);
                 let (events, done) = read_sse(r);
-                let generated = events.last().map(|e| e["usage"]["completion_tokens"].clone());
+                let generated = events
+                    .last()
+                    .map(|e| e["usage"]["completion_tokens"].clone());
                 (generated, done)
             })
         })
@@ -609,7 +615,11 @@ fn sigterm_while_streaming_finishes_the_streams_then_exits_zero() {
     for h in handles {
         let (generated, done) = h.join().unwrap();
         assert!(done, "stream cut by shutdown");
-        assert_eq!(generated, Some(json!(64)), "every stream ran to its max_tokens");
+        assert_eq!(
+            generated,
+            Some(json!(64)),
+            "every stream ran to its max_tokens"
+        );
     }
     let status = s.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
