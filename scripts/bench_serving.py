@@ -14,27 +14,35 @@ import statistics
 import threading
 import time
 
-import httpx
+import http.client
+import urllib.parse
 
 
-def one_request(client, url, prompt, max_tokens, ratio):
+def one_request(url, prompt, max_tokens, ratio):
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
             "stream": True}
     if ratio is not None:
         body["sharing_ratio"] = ratio
+    target = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=600)
     start = time.perf_counter()
     ttft, tokens = None, 0
-    with client.stream("POST", url + "/v1/completions", json=body, timeout=600) as r:
-        r.raise_for_status()
-        for line in r.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            for c in chunk.get("choices", []):
-                if c.get("text"):
-                    tokens += 1
-                    if ttft is None:
-                        ttft = time.perf_counter() - start
+    conn.request("POST", "/v1/completions", json.dumps(body),
+                 {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    if r.status != 200:
+        raise RuntimeError(f"HTTP {r.status}: {r.read()[:200]!r}")
+    for raw in r:
+        line = raw.decode().strip()
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        chunk = json.loads(line[6:])
+        for c in chunk.get("choices", []):
+            if c.get("text"):
+                tokens += 1
+                if ttft is None:
+                    ttft = time.perf_counter() - start
+    conn.close()
     return tokens, ttft
 
 
@@ -45,11 +53,10 @@ def run(url, concurrency, per_client, prompt_tokens, max_tokens, ratio, seed):
     results, lock = [], threading.Lock()
 
     def client_loop(i):
-        with httpx.Client() as client:
-            for j in range(per_client):
-                out = one_request(client, url, prompts[i * per_client + j], max_tokens, ratio)
-                with lock:
-                    results.append(out)
+        for j in range(per_client):
+            out = one_request(url, prompts[i * per_client + j], max_tokens, ratio)
+            with lock:
+                results.append(out)
 
     start = time.perf_counter()
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(concurrency)]
