@@ -1,8 +1,7 @@
 //! Causal attention of new query positions against a sequence's cached K/V, split in two
 //! steps so that sharing layers can reuse the probabilities of their source layer.
 
-use rayon::prelude::*;
-
+use crate::kernels::par_chunks_mut;
 use crate::kv_cache::Rows;
 
 /// Heads and widths of the attention computation.
@@ -13,8 +12,8 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
-/// Below this many scores the work runs on the calling thread: spawning costs more.
-const PARALLEL_MIN_SCORES: usize = 16 * 1024;
+/// Below this many scores the work runs on the calling thread: splitting costs more.
+const PARALLEL_MIN_SCORES: usize = 4 * 1024;
 
 impl AttentionShape {
     fn group(&self) -> usize {
@@ -38,7 +37,7 @@ impl AttentionShape {
         let total = start + t;
         let mut probs = vec![0f32; self.probs_len(t, start)];
         let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let head_job = |(h, p_head): (usize, &mut [f32])| {
+        let head_job = |h: usize, p_head: &mut [f32]| {
             let kvh = h / self.group();
             for i in 0..t {
                 let qi = &q[i * self.q_dim() + h * self.head_dim..][..self.head_dim];
@@ -62,12 +61,11 @@ impl AttentionShape {
             }
         };
         if probs.len() >= PARALLEL_MIN_SCORES {
-            probs
-                .par_chunks_mut(t * total)
-                .enumerate()
-                .for_each(head_job);
+            par_chunks_mut(&mut probs, t * total, head_job);
         } else {
-            probs.chunks_mut(t * total).enumerate().for_each(head_job);
+            for (h, chunk) in probs.chunks_mut(t * total).enumerate() {
+                head_job(h, chunk);
+            }
         }
         probs
     }
@@ -78,7 +76,7 @@ impl AttentionShape {
         let total = start + t;
         let hd = self.head_dim;
         let mut per_head = vec![0f32; self.num_heads * t * hd];
-        let head_job = |(h, out): (usize, &mut [f32])| {
+        let head_job = |h: usize, out: &mut [f32]| {
             let kvh = h / self.group();
             for i in 0..t {
                 let p = &probs[(h * t + i) * total..][..start + i + 1];
@@ -89,12 +87,11 @@ impl AttentionShape {
             }
         };
         if self.probs_len(t, start) >= PARALLEL_MIN_SCORES {
-            per_head
-                .par_chunks_mut(t * hd)
-                .enumerate()
-                .for_each(head_job);
+            par_chunks_mut(&mut per_head, t * hd, head_job);
         } else {
-            per_head.chunks_mut(t * hd).enumerate().for_each(head_job);
+            for (h, chunk) in per_head.chunks_mut(t * hd).enumerate() {
+                head_job(h, chunk);
+            }
         }
         let mut out = vec![0f32; t * self.q_dim()];
         for h in 0..self.num_heads {

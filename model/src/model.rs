@@ -38,7 +38,9 @@ pub enum SharedAttention {
 impl Default for SharedAttention {
     fn default() -> Self {
         Self::ReuseProbabilities {
-            max_probs_floats: 32 << 20,
+            // 48M floats (192 MB): P of a 2048-token prefill, or a 512-token chunk at the
+            // end of an 8192-token context, stays reusable.
+            max_probs_floats: 48 << 20,
         }
     }
 }

@@ -12,7 +12,7 @@ mod tests;
 mod x86_common;
 
 pub use matrix::{BlockFormat, QuantMatrix};
-pub use pool::SpinPool;
+pub use pool::{par_chunks_mut, SpinPool};
 pub use q4_1::{Q41Matrix, Q41};
 pub use q8::{quantize_q8_1, BlockQ8_1};
 pub use q8_0::{Q80Matrix, Q80};

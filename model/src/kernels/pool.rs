@@ -111,6 +111,29 @@ impl SpinPool {
     }
 }
 
+/// Runs `f(i, chunk)` over the `chunk_len`-sized chunks of `data` (the last may be shorter) on
+/// the global pool.
+pub fn par_chunks_mut<T: Send>(
+    data: &mut [T],
+    chunk_len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    struct Base<T>(*mut T);
+    // SAFETY: every task touches only its own, disjoint chunk.
+    unsafe impl<T> Sync for Base<T> {}
+    let chunk_len = chunk_len.max(1);
+    let len = data.len();
+    let base = Base(data.as_mut_ptr());
+    let base = &base;
+    SpinPool::global().run(len.div_ceil(chunk_len), &|i| {
+        let start = i * chunk_len;
+        let n = chunk_len.min(len - start);
+        // SAFETY: [start, start + n) lies inside `data` and no other task uses it.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), n) };
+        f(i, chunk);
+    });
+}
+
 impl Drop for SpinPool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -171,6 +194,19 @@ fn helper(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_disjoint_and_complete() {
+        let mut data = vec![0usize; 103];
+        par_chunks_mut(&mut data, 10, |i, chunk| {
+            for v in chunk.iter_mut() {
+                *v += i + 1;
+            }
+        });
+        for (j, v) in data.iter().enumerate() {
+            assert_eq!(*v, j / 10 + 1);
+        }
+    }
 
     #[test]
     fn every_task_runs_once_across_many_regions() {
