@@ -16,17 +16,49 @@ const ROW_TILE: usize = 32;
 pub trait BlockFormat: Send + Sync + 'static {
     const NAME: &'static str;
     const BLOCK_BYTES: usize;
-    /// Dot products of one weight row with `take` (1 or 4) activation rows.
-    fn dots(
-        level: KernelLevel,
-        w: &[u8],
-        rows: &[&[BlockQ8_1]; 4],
-        take: usize,
-        out: &mut [f32; 4],
-    );
+    /// Dot products of one weight row with `R` activation rows (AVX-512 VNNI).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, AVX-512 VNNI and AVX-512 VL.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dots_vnni<const R: usize>(w: &[u8], rows: &[&[BlockQ8_1]; 4], out: &mut [f32; 4]);
+    /// The same with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dots_avx2<const R: usize>(w: &[u8], rows: &[&[BlockQ8_1]; 4], out: &mut [f32; 4]);
     /// The reference: one block at a time, integer dot product, then scales.
     fn dot_scalar(w: &[u8], x: &[BlockQ8_1]) -> f32;
     fn dequantize_block(block: &[u8], out: &mut Vec<f32>);
+}
+
+/// Dot products of one weight row with `take` (1 or 4) activation rows at `level`.
+#[inline]
+fn dots<F: BlockFormat>(
+    level: KernelLevel,
+    w: &[u8],
+    rows: &[&[BlockQ8_1]; 4],
+    take: usize,
+    out: &mut [f32; 4],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the level was chosen by run-time feature detection.
+        unsafe {
+            match (level, take) {
+                (KernelLevel::Avx512Vnni, 4) => return F::dots_vnni::<4>(w, rows, out),
+                (KernelLevel::Avx512Vnni, _) => return F::dots_vnni::<1>(w, rows, out),
+                (KernelLevel::Avx2, 4) => return F::dots_avx2::<4>(w, rows, out),
+                (KernelLevel::Avx2, _) => return F::dots_avx2::<1>(w, rows, out),
+                (KernelLevel::Scalar, _) => {}
+            }
+        }
+    }
+    let _ = level;
+    for r in 0..take {
+        out[r] = F::dot_scalar(w, rows[r]);
+    }
 }
 
 /// A `(rows, cols)` matrix of `F` blocks.
@@ -118,7 +150,7 @@ impl<F: BlockFormat> QuantMatrix<F> {
                             let rr = (r + i).min(tile_end - 1);
                             &acts[rr * nb..(rr + 1) * nb]
                         });
-                        F::dots(level, w, &rows, take, &mut vals);
+                        dots::<F>(level, w, &rows, take, &mut vals);
                         for (i, v) in vals.iter().take(take).enumerate() {
                             // SAFETY: row r+i < m and column n < n_total; only this task
                             // writes column n.

@@ -6,7 +6,6 @@ use half::f16;
 
 use super::matrix::{BlockFormat, QuantMatrix};
 use super::q8::BlockQ8_1;
-use super::KernelLevel;
 
 pub struct Q80;
 
@@ -23,31 +22,14 @@ impl BlockFormat for Q80 {
     const NAME: &'static str = "Q8_0";
     const BLOCK_BYTES: usize = BLOCK_BYTES;
 
-    #[inline]
-    fn dots(
-        level: KernelLevel,
-        w: &[u8],
-        rows: &[&[BlockQ8_1]; 4],
-        take: usize,
-        out: &mut [f32; 4],
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: the level was chosen by run-time feature detection.
-            unsafe {
-                match (level, take) {
-                    (KernelLevel::Avx512Vnni, 4) => return x86::dots_vnni::<4>(w, rows, out),
-                    (KernelLevel::Avx512Vnni, _) => return x86::dots_vnni::<1>(w, rows, out),
-                    (KernelLevel::Avx2, 4) => return x86::dots_avx2::<4>(w, rows, out),
-                    (KernelLevel::Avx2, _) => return x86::dots_avx2::<1>(w, rows, out),
-                    (KernelLevel::Scalar, _) => {}
-                }
-            }
-        }
-        let _ = level;
-        for r in 0..take {
-            out[r] = Self::dot_scalar(w, rows[r]);
-        }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dots_vnni<const R: usize>(w: &[u8], rows: &[&[BlockQ8_1]; 4], out: &mut [f32; 4]) {
+        x86::dots_vnni::<R>(w, rows, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dots_avx2<const R: usize>(w: &[u8], rows: &[&[BlockQ8_1]; 4], out: &mut [f32; 4]) {
+        x86::dots_avx2::<R>(w, rows, out)
     }
 
     fn dot_scalar(w: &[u8], x: &[BlockQ8_1]) -> f32 {

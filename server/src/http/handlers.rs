@@ -13,8 +13,8 @@ use super::generation::{endpoint_prefix, epas_object, new_id, respond, submit, P
 use super::params::{generation_params, Limits};
 use super::responses::{Endpoint, Envelope};
 use super::schema::*;
-use super::state::{AppState, Ready};
-use crate::engine::GenerationRequest;
+use super::state::{AppState, Ready, ResolvedModel};
+use crate::engine::{GenerationParams, GenerationRequest};
 use epas_model::ChatMessage;
 
 fn now() -> u64 {
@@ -70,6 +70,30 @@ async fn run(state: Arc<AppState>, prepared: Result<Prepared, ApiError>) -> Resp
     }
     .await;
     finish(&state, result)
+}
+
+fn prepared(
+    state: &AppState,
+    endpoint: Endpoint,
+    common: &CommonParams,
+    prompt: Vec<u32>,
+    resolved: ResolvedModel,
+    params: GenerationParams,
+) -> Prepared {
+    Prepared {
+        request: GenerationRequest {
+            prompt,
+            plan: resolved.plan,
+            params,
+        },
+        stream: common.stream,
+        include_usage: common
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
+        envelope: envelope(endpoint, &common.model, state, epas_object(&resolved)),
+        resolved,
+    }
 }
 
 fn envelope(
@@ -159,25 +183,14 @@ fn prepare_completion(
         logprobs,
     };
     let params = generation_params(&common, &state.config, limits)?;
-    Ok(Prepared {
-        request: GenerationRequest {
-            prompt: ids,
-            plan: resolved.plan,
-            params,
-        },
-        stream: common.stream,
-        include_usage: common
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage),
-        envelope: envelope(
-            Endpoint::Completion,
-            &common.model,
-            state,
-            epas_object(&resolved),
-        ),
+    Ok(prepared(
+        state,
+        Endpoint::Completion,
+        &common,
+        ids,
         resolved,
-    })
+        params,
+    ))
 }
 
 pub async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -308,18 +321,12 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
         logprobs,
     };
     let params = generation_params(&common, &state.config, limits)?;
-    Ok(Prepared {
-        request: GenerationRequest {
-            prompt: ids,
-            plan: resolved.plan,
-            params,
-        },
-        stream: common.stream,
-        include_usage: common
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage),
-        envelope: envelope(Endpoint::Chat, &common.model, state, epas_object(&resolved)),
+    Ok(prepared(
+        state,
+        Endpoint::Chat,
+        &common,
+        ids,
         resolved,
-    })
+        params,
+    ))
 }
