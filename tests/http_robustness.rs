@@ -499,7 +499,7 @@ fn bad_requests_get_the_right_4xx_in_openai_shape_and_the_server_stays_healthy()
     assert_eq!(status, 200);
     let growth = s.rss_kib().saturating_sub(rss_before);
     assert!(growth < 200 * 1024, "RSS grew by {growth} KiB");
-    assert_eq!(s.metric("epas_requests_running"), Some(0.0));
+    s.wait_metric("epas_requests_running", 0.0);
 }
 
 #[test]
