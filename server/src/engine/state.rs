@@ -41,7 +41,8 @@ pub struct EngineSnapshot {
 
 impl EngineState {
     pub fn snapshot(&self) -> EngineSnapshot {
-        let r = Ordering::Relaxed;
+        // `running` is read first: the engine stores it last (see `Worker::publish`).
+        let r = Ordering::SeqCst;
         EngineSnapshot {
             running: self.running.load(r),
             waiting: self.waiting.load(r),

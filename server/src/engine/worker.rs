@@ -493,18 +493,20 @@ impl Worker {
         }
     }
 
+    /// Publishes gauges; the running count goes last, so a reader that sees it drop to 0
+    /// also sees the blocks already returned.
     fn publish(&self) {
         let s = &self.state;
-        s.running.store(self.running.len(), Ordering::Relaxed);
         let stats = self.pool.stats();
         let cached = self.prefix.as_ref().map_or(0, |p| p.stats().cached_blocks);
         s.kv_blocks_used
-            .store(stats.used().saturating_sub(cached), Ordering::Relaxed);
-        s.kv_blocks_cached.store(cached, Ordering::Relaxed);
+            .store(stats.used().saturating_sub(cached), Ordering::SeqCst);
+        s.kv_blocks_cached.store(cached, Ordering::SeqCst);
         if let Some(p) = &self.prefix {
             let ps = p.stats();
             s.prefix_hits.store(ps.hits, Ordering::Relaxed);
             s.prefix_misses.store(ps.misses, Ordering::Relaxed);
         }
+        s.running.store(self.running.len(), Ordering::SeqCst);
     }
 }
