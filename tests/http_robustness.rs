@@ -594,8 +594,9 @@ fn a_burst_over_the_queue_gets_429_with_retry_after_never_a_broken_stream() {
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let rejected = statuses.iter().filter(|&&s| s == 429).count();
     assert!(rejected >= 1, "{statuses:?}");
+    // At least the first two fit the queue (more when the engine admits some in between).
     assert!(
-        statuses.iter().filter(|&&s| s == 200).count() >= 3,
+        statuses.iter().filter(|&&s| s == 200).count() >= 2,
         "{statuses:?}"
     );
     assert_eq!(
