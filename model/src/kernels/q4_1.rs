@@ -72,23 +72,7 @@ mod x86 {
         _mm256_set_m128i(hi, lo)
     }
 
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
-    pub unsafe fn dots_vnni<const R: usize>(
-        w: &[u8],
-        rows: &[&[BlockQ8_1]; 4],
-        out: &mut [f32; 4],
-    ) {
-        dots::<R, true>(w, rows, out)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dots_avx2<const R: usize>(
-        w: &[u8],
-        rows: &[&[BlockQ8_1]; 4],
-        out: &mut [f32; 4],
-    ) {
-        dots::<R, false>(w, rows, out)
-    }
+    crate::kernels::x86_common::simd_entry_points!();
 
     #[inline(always)]
     unsafe fn dots<const R: usize, const VNNI: bool>(

@@ -22,3 +22,28 @@ pub unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
 }
+
+/// Defines `dots_vnni::<R>` and `dots_avx2::<R>`, the feature-enabled entry points of a block
+/// format, around the format's `#[inline(always)] dots::<R, VNNI>` body in the same module.
+macro_rules! simd_entry_points {
+    () => {
+        #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+        pub unsafe fn dots_vnni<const R: usize>(
+            w: &[u8],
+            rows: &[&[BlockQ8_1]; 4],
+            out: &mut [f32; 4],
+        ) {
+            dots::<R, true>(w, rows, out)
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn dots_avx2<const R: usize>(
+            w: &[u8],
+            rows: &[&[BlockQ8_1]; 4],
+            out: &mut [f32; 4],
+        ) {
+            dots::<R, false>(w, rows, out)
+        }
+    };
+}
+pub(crate) use simd_entry_points;
