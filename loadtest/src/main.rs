@@ -1,7 +1,17 @@
-//! `epas-loadtest`: the load generator for OpenAI-compatible servers. Not built yet; the HTTP
-//! server it measures comes first.
+//! `epas-loadtest`: see `epas-loadtest --help` and the README's "Load testing" section.
+//! Exit status: 0 measured, 1 error, 2 bad flags, 3 no request completed, 130 interrupted.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("epas-loadtest is not available in this version yet");
-    std::process::ExitCode::from(2)
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = epas_loadtest::args::Args::parse();
+    match epas_loadtest::app::main_with(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -110,11 +110,19 @@ impl ModelInfo {
         }
     }
 
-    /// The plan for `ratio`, refused when above [`Self::max_sharing_ratio`].
+    /// The plan for `ratio`, refused when it makes more layers share than were trained to (or any
+    /// when none were), unless untrained sharing is allowed.
     pub fn plan(&self, ratio: f64, allow_untrained_sharing: bool) -> Result<SharingPlan> {
         let plan = SharingPlan::new(self.config.num_layers, ratio)?;
         let max = self.max_sharing_ratio(allow_untrained_sharing);
-        if ratio > max + 1e-12 {
+        // What was trained is a number of layers: any ratio that selects no more of them is
+        // served (e.g. 0.25 on 30 layers is 7 layers, stored as 7/30 = 0.233).
+        let trained_layers = match (&self.epas, allow_untrained_sharing) {
+            (_, true) => self.config.num_layers - 1,
+            (Some(meta), false) => meta.sharing_layers,
+            (None, false) => 0,
+        };
+        if plan.sharing_layers() > trained_layers || (ratio > max + 1e-12 && trained_layers == 0) {
             let reason = if self.epas.is_none() {
                 "the checkpoint has no EPAS training; pass --allow-untrained-sharing to force it"
                     .to_string()

@@ -18,6 +18,7 @@ pub mod rope;
 pub mod sampler;
 pub mod sharing;
 pub mod tokenizer;
+pub mod train;
 
 pub use config::{EpasMeta, LlamaConfig, ModelInfo};
 pub use error::{ModelError, Result};

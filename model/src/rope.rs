@@ -37,6 +37,12 @@ impl RopeTable {
         self.max_positions
     }
 
+    /// cos and sin of positions `0..positions`, `head_dim / 2` values per position.
+    pub fn cos_sin(&self, positions: usize) -> (&[f32], &[f32]) {
+        let n = positions.min(self.max_positions) * self.half;
+        (&self.cos[..n], &self.sin[..n])
+    }
+
     /// Rotates one head vector (`2 * half` values) in place for position `pos`.
     #[inline]
     pub fn rotate(&self, head: &mut [f32], pos: usize) {

@@ -2,10 +2,13 @@
 
 mod bench;
 mod bench_batch;
+mod bench_train;
 mod eval;
+mod export;
 mod generate;
 mod model_args;
 mod serve;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +43,12 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Aggregate generated tokens/s of the batching engine per concurrency and ratio.
     BenchBatch(bench_batch::BenchBatchArgs),
+    /// Training tokens/s per number of sharing layers (full steps on a random model).
+    BenchTrain(bench_train::BenchTrainArgs),
+    /// Train with the progressive sharing schedule (from scratch or from --init).
+    Train(train::TrainArgs),
+    /// Write a checkpoint as a GGUF file (q8_0, q4_0, f16 or f32) with epas.* metadata.
+    Export(export::ExportArgs),
 }
 
 pub fn run(command: Command) -> anyhow::Result<()> {
@@ -49,6 +58,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchBatch(a) => bench_batch::run(a),
+        Command::BenchTrain(a) => bench_train::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Export(a) => export::run(a),
     }
 }
 

@@ -19,14 +19,14 @@ use crate::tokenizer::TextTokenizer;
 
 use super::gguf_tokenizer::tokenizer_from_gguf;
 
-struct GgufReader<'a> {
+struct GgufReader<'a, R> {
     path: &'a Path,
     content: Content,
-    reader: BufReader<File>,
+    reader: R,
     device: &'a Device,
 }
 
-impl GgufReader<'_> {
+impl<R: std::io::Read + std::io::Seek> GgufReader<'_, R> {
     fn format_error(&self, message: String) -> ModelError {
         ModelError::Format {
             path: self.path.to_path_buf(),
@@ -121,7 +121,24 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<(EpasLlama, TextTokeniz
         path: path.to_path_buf(),
         source,
     })?;
-    let mut reader = BufReader::new(file);
+    load_gguf_from(BufReader::new(file), path, device)
+}
+
+/// Reads a GGUF image held in memory (e.g. a model compiled into the binary); `name` stands in
+/// for the path in messages.
+pub fn load_gguf_bytes(
+    bytes: &[u8],
+    name: &Path,
+    device: &Device,
+) -> Result<(EpasLlama, TextTokenizer)> {
+    load_gguf_from(std::io::Cursor::new(bytes), name, device)
+}
+
+fn load_gguf_from<R: std::io::Read + std::io::Seek>(
+    mut reader: R,
+    path: &Path,
+    device: &Device,
+) -> Result<(EpasLlama, TextTokenizer)> {
     let content = Content::read(&mut reader).map_err(|e| ModelError::Format {
         path: path.to_path_buf(),
         format: "GGUF",

@@ -115,9 +115,15 @@ pub(crate) fn tokenizer_from_gguf(
         .add_special_tokens(special)
         .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
     let bos = id(meta, "tokenizer.ggml.bos_token_id");
-    let eos: Vec<u32> = id(meta, "tokenizer.ggml.eos_token_id")
+    // End of generation: EOS, and EOT where the model has one (as llama.cpp stops at both).
+    let mut eos: Vec<u32> = id(meta, "tokenizer.ggml.eos_token_id")
         .into_iter()
         .collect();
+    if let Some(eot) = id(meta, "tokenizer.ggml.eot_token_id") {
+        if !eos.contains(&eot) {
+            eos.push(eot);
+        }
+    }
     let add_bos = matches!(
         meta.get("tokenizer.ggml.add_bos_token"),
         Some(Value::Bool(true))

@@ -46,6 +46,33 @@ pub fn save_safetensors(model: &EpasLlama, tokenizer: &TextTokenizer, dir: &Path
     std::fs::rename(&tmp, dir).map_err(io(dir))
 }
 
+/// Writes the model files (`model.safetensors`, `config.json`, `tokenizer.json`,
+/// `tokenizer_config.json`) into the existing folder `dir`, next to whatever else it holds. Each
+/// file is written under a temporary name first and renamed into place.
+pub fn save_model_files(model: &EpasLlama, tokenizer: &TextTokenizer, dir: &Path) -> Result<()> {
+    let tmp = dir.join(format!(".model.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let result = write_into(model, tokenizer, &tmp).and_then(|()| {
+        for name in MODEL_FILES {
+            let target = dir.join(name);
+            std::fs::rename(tmp.join(name), &target).map_err(io(&target))?;
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+const MODEL_FILES: [&str; 4] = [
+    "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+];
+
 fn write_into(model: &EpasLlama, tokenizer: &TextTokenizer, dir: &Path) -> Result<()> {
     let c = model.config();
     let mut tensors: HashMap<String, Tensor> = HashMap::new();

@@ -6,6 +6,7 @@ mod generation;
 mod handlers;
 mod misc;
 mod params;
+mod playground;
 mod responses;
 mod schema;
 mod state;
@@ -60,18 +61,23 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// Whether `headers` carry an accepted bearer key (always true when the server has none).
+fn authorized(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
     if state.config.api_keys.is_empty() {
-        return next.run(request).await;
+        return true;
     }
-    let given = request
-        .headers()
+    let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(key) if state.config.api_keys.iter().any(|k| k == key) => next.run(request).await,
-        _ => ApiError::unauthorized().into_response(),
+    matches!(given, Some(key) if state.config.api_keys.iter().any(|k| k == key))
+}
+
+async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if authorized(&state, request.headers()) {
+        next.run(request).await
+    } else {
+        ApiError::unauthorized().into_response()
     }
 }
 
@@ -130,6 +136,10 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
         .merge(protected)
         .route("/health", get(misc::health))
         .route("/metrics", get(misc::metrics))
+        .route("/", get(playground::index))
+        .route("/static/playground.js", get(playground::script))
+        .route("/static/playground.css", get(playground::stylesheet))
+        .route("/info", get(playground::info))
         .fallback(misc::not_found)
         .with_state(state)
         .layer(middleware::from_fn(body_errors))

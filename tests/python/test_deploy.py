@@ -1,0 +1,248 @@
+"""deploy/k8s, deploy/compose.yaml and the Dockerfiles: they parse, hang together (selectors,
+ports, probes, the HPA's metric through prometheus-adapter), name only metrics a live /metrics
+scrape exports and only EPAS_* variables that `epas serve` reads; the image's HEALTHCHECK
+command works against a running server; hadolint passes where it is installed."""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from epas_testing import (
+    BINARY,
+    ROOT,
+    epas_server,
+    exported_metrics,
+    free_port,
+    metric_names_in,
+    require_module,
+    require_tool,
+    send_traffic,
+)
+
+yaml = require_module("yaml")
+
+K8S = ROOT / "deploy" / "k8s"
+DOCKERFILES = [ROOT / "Dockerfile", ROOT / "Dockerfile.cuda"]
+# Read by the `--device` flag of the GPU work (issue 9), which the CUDA image sets already.
+PENDING_ENV = {"Dockerfile.cuda": {"EPAS_DEVICE"}}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with epas_server("--allow-untrained-sharing") as base:
+        send_traffic(base, [0.0, 0.5], seconds=0, min_requests=1)
+        yield base, exported_metrics(base)
+
+
+@pytest.fixture(scope="module")
+def serve_env_vars():
+    out = subprocess.run([str(BINARY), "serve", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    names = set(re.findall(r"env: (EPAS_[A-Z_]+)", out.stdout))
+    assert {"EPAS_HOST", "EPAS_PORT", "EPAS_MODEL", "EPAS_API_KEY"} <= names
+    return names
+
+
+def k8s_docs():
+    docs = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                docs.setdefault(doc["kind"], []).append((path.name, doc))
+    return docs
+
+
+def one(docs, kind, name=None):
+    found = [d for _, d in docs[kind] if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, (kind, name, found)
+    return found[0]
+
+
+def strings(node):
+    """Every string in a parsed YAML/JSON tree (keys included)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield str(k)
+            yield from strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from strings(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_k8s_manifests_parse_and_fit_together():
+    docs = k8s_docs()
+    for kind in (
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+        "PrometheusRule",
+    ):
+        assert kind in docs, kind
+    deploy = one(docs, "Deployment", "epas")
+    pod = deploy["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert deploy["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    [container] = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080}
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/health" and get["port"] in ports, probe
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= container["resources"][kind].keys()
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # The drain (EPAS_SHUTDOWN_TIMEOUT) fits in the grace period after the preStop pause.
+    config = one(docs, "ConfigMap", "epas-config")
+    grace = pod["spec"]["terminationGracePeriodSeconds"]
+    assert int(config["data"]["EPAS_SHUTDOWN_TIMEOUT"]) + 5 < grace
+    assert config["data"]["EPAS_HOST"] == "0.0.0.0"
+    assert int(config["data"]["EPAS_PORT"]) == ports["http"]
+    assert container["envFrom"][0]["configMapRef"]["name"] == "epas-config"
+
+    service = one(docs, "Service", "epas")
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    monitor = one(docs, "ServiceMonitor", "epas")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+    hpa = one(docs, "HorizontalPodAutoscaler", "epas")
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    hpa_metric = metric["pods"]["metric"]["name"]
+    adapter = yaml.safe_load(one(docs, "ConfigMap", "adapter-config")["data"]["config.yaml"])
+    served = {r["name"]["as"]: r for r in adapter["rules"]}
+    assert hpa_metric in served, "the HPA's metric must come from a prometheus-adapter rule"
+    assert hpa_metric in served[hpa_metric]["seriesQuery"]
+
+    rules = one(docs, "PrometheusRule", "epas")["spec"]["groups"]
+    plain = yaml.safe_load((ROOT / "deploy/prometheus/rules/epas.rules.yml").read_text())["groups"]
+    assert rules == plain, "deploy/k8s/prometheusrule.yaml differs from deploy/prometheus/rules"
+
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (K8S / resource).exists(), resource
+
+
+def test_k8s_and_compose_name_only_exported_metrics(server):
+    _, exported = server
+    used = set()
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            for s in strings(doc):
+                used |= metric_names_in(s)
+    assert "epas_requests_waiting" in used
+    missing = used - exported
+    assert not missing, f"deploy/k8s names metrics the server does not export: {missing}"
+
+
+def test_env_vars_are_real_serve_flags(serve_env_vars):
+    docs = k8s_docs()
+    used = {"deploy/k8s/configmap.yaml": set(one(docs, "ConfigMap", "epas-config")["data"])}
+    deploy = one(docs, "Deployment", "epas")
+    used["deploy/k8s/deployment.yaml"] = {
+        e["name"] for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    used["deploy/compose.yaml"] = set(compose["services"]["epas"]["environment"])
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        names = set(re.findall(r"\b(EPAS_[A-Z_]+)=", text))
+        used[dockerfile.name] = names - PENDING_ENV.get(dockerfile.name, set())
+    for where, names in used.items():
+        unknown = {n for n in names if n.startswith("EPAS_")} - serve_env_vars
+        assert not unknown, f"{where} sets variables `epas serve` does not read: {unknown}"
+
+
+def test_compose_runs_epas_prometheus_and_grafana():
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"epas", "prometheus", "grafana"} <= services.keys()
+    assert services["epas"]["build"]["context"] == ".."
+    assert (ROOT / services["epas"]["build"]["dockerfile"]).exists()
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / "deploy" / source).exists(), volume
+    prom_cmd = " ".join(services["prometheus"]["command"])
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prom_cmd
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    epas_job = next(j for j in scrape["scrape_configs"] if j["job_name"] == "epas")
+    assert epas_job["static_configs"][0]["targets"] == ["epas:8080"]
+
+
+def dockerfile_instructions(path):
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        word, _, rest = current.partition(" ")
+        lines.append((word.upper(), rest.strip()))
+        current = ""
+    return lines
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_shape(path):
+    ins = dockerfile_instructions(path)
+    stages = [rest for word, rest in ins if word == "FROM"]
+    assert len(stages) >= 2, "multi-stage build"
+    assert any(" AS builder" in s for s in stages)
+    users = [rest for word, rest in ins if word == "USER"]
+    assert users and not users[-1].startswith(("root", "0")), "the runtime runs as non-root"
+    assert any(w == "HEALTHCHECK" for w, _ in ins)
+    assert ("ENTRYPOINT", '["epas", "serve"]') in ins
+    assert any(w == "EXPOSE" and r == "8080" for w, r in ins)
+
+
+def test_dockerignore_keeps_what_the_build_needs():
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for needed in ("static", "server", "model", "src", "Cargo.toml", "Cargo.lock", "scripts"):
+        assert needed not in ignored, needed
+    assert {"target", "models", ".git"} <= ignored
+
+
+def test_dockerfile_healthcheck_command_probes_health(server):
+    base, _ = server
+    port = base.rsplit(":", 1)[1]
+    for path in DOCKERFILES:
+        [check] = [rest for word, rest in dockerfile_instructions(path) if word == "HEALTHCHECK"]
+        argv = json.loads(check[check.index("CMD") + 3 :].strip())
+        ok = subprocess.run(argv, env={"EPAS_PORT": port, "PATH": "/usr/bin:/bin"}, timeout=10)
+        assert ok.returncode == 0, f"{path.name}: healthcheck failed against a healthy server"
+        closed = subprocess.run(
+            argv,
+            env={"EPAS_PORT": str(free_port()), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            timeout=10,
+        )
+        assert closed.returncode != 0, f"{path.name}: healthcheck passed with no server"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint(path):
+    hadolint = require_tool("hadolint")
+    out = subprocess.run([hadolint, str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,167 @@
+//! `epas train`, `epas export`, and the trained model served by `generate` and `eval`, through
+//! the built binary: the commands and flags users and the docs rely on.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn epas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_epas"))
+        .args(args)
+        .env("EPAS_THREADS", "2")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write_corpus(dir: &Path) -> String {
+    let text = "Mr. Speaker, the state of our union is strong. Our economy grew by 3 percent and \
+                our schools taught 1200 more children to read. "
+        .repeat(80);
+    let path = dir.join("corpus.txt");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--vocab-size",
+        "320",
+        "--layers",
+        "4",
+        "--hidden",
+        "64",
+        "--heads",
+        "2",
+        "--kv-heads",
+        "1",
+        "--ffn",
+        "128",
+        "--steps",
+        steps,
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "4",
+        "--lr",
+        "3e-3",
+        "--sharing-ratio",
+        "0.5",
+        "--interval",
+        "3",
+        "--block",
+        "1",
+        "--log-every",
+        "2",
+    ]
+}
+
+#[test]
+fn train_export_generate_and_eval_a_tiny_epas_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_corpus(dir.path());
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let o = epas(&train_args(&data, out_s, "10"));
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("tok/s") && err.contains("sharing 2/2 layers"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["steps"], 10);
+    assert_eq!(summary["sharing_layers"], 2);
+
+    // Continuing a finished run is refused; a second run into the same folder too.
+    let again = epas(&train_args(&data, out_s, "10"));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("--resume"), "{}", text(&again));
+
+    let gguf = dir.path().join("run.q8_0.gguf");
+    let o = epas(&[
+        "export",
+        "--model",
+        out_s,
+        "--gguf",
+        "--quant",
+        "q8_0",
+        "--out",
+        gguf.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    for model in [out_s, gguf.to_str().unwrap()] {
+        let o = epas(&[
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "the state of",
+            "--max-tokens",
+            "8",
+            "--sharing-ratio",
+            "0.5",
+        ]);
+        assert!(o.status.success(), "{model}: {}", text(&o));
+        let o = epas(&[
+            "eval", "--model", model, "--text", &data, "--ratios", "0,0.5", "--ctx", "32", "--json",
+        ]);
+        assert!(o.status.success(), "{model}: {}", text(&o));
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        for r in rows {
+            for key in [
+                "sharing_ratio",
+                "sharing_layers",
+                "perplexity",
+                "tokens_per_second",
+            ] {
+                assert!(r.get(key).is_some(), "{key} missing in {r}");
+            }
+        }
+        // The trained model predicts its corpus far better than chance (vocab 320).
+        assert!(rows[1]["perplexity"].as_f64().unwrap() < 40.0, "{rows:?}");
+    }
+}
+
+#[test]
+fn train_refuses_bad_flags_with_exit_status_2_or_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_corpus(dir.path());
+    let out = dir.path().join("x");
+    let out_s = out.to_str().unwrap();
+    // Missing --data and --steps: a usage error.
+    let o = epas(&["train", "--out", out_s]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // Growth block that does not divide the target set.
+    let mut args = train_args(&data, out_s, "4");
+    let i = args.iter().position(|a| *a == "--block").unwrap();
+    args[i + 1] = "3";
+    let o = epas(&args);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("not a multiple of --block 3"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists(), "a failed run left {out_s} behind");
+    // Unknown export quantization.
+    let o = epas(&[
+        "export", "--model", out_s, "--out", "x.gguf", "--quant", "q3",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
