@@ -133,8 +133,8 @@ fn train_export_generate_and_eval_a_tiny_epas_model() {
                 assert!(r.get(key).is_some(), "{key} missing in {r}");
             }
         }
-        // The trained model predicts its corpus far better than chance (vocab 320).
-        assert!(rows[1]["perplexity"].as_f64().unwrap() < 40.0, "{rows:?}");
+        // Ten steps already predict the corpus far better than chance (a vocabulary of 320).
+        assert!(rows[1]["perplexity"].as_f64().unwrap() < 160.0, "{rows:?}");
     }
 }
 
@@ -164,4 +164,28 @@ fn train_refuses_bad_flags_with_exit_status_2_or_1() {
         "export", "--model", out_s, "--out", "x.gguf", "--quant", "q3",
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn the_built_in_model_runs_with_no_model_flag_and_serves_its_trained_ratio() {
+    let o = epas(&[
+        "generate",
+        "--prompt",
+        "The State of the Union",
+        "--max-tokens",
+        "16",
+        "--sharing-ratio",
+        "0.5",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.split_whitespace().count() >= 3, "{out:?}");
+    // Trained to 0.5 (4 of 8 layers): more needs the forced-sharing flag.
+    let o = epas(&["generate", "--prompt", "The", "--sharing-ratio", "0.75"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("--allow-untrained-sharing"),
+        "{}",
+        text(&o)
+    );
 }

@@ -3,6 +3,7 @@
 //! evaluation helpers.
 
 pub mod attention;
+pub mod builtin;
 pub mod config;
 pub mod error;
 pub mod eval;

@@ -5,15 +5,17 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::Device;
 use clap::Args;
+use epas_model::builtin::BUILTIN_NAME;
 use epas_model::{EpasLlama, TextTokenizer};
 
 /// The model fetched by `scripts/fetch-models.sh`.
-pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const SMOLLM2_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// GGUF file or HF folder (config.json + *.safetensors + tokenizer.json).
-    #[arg(long, env = "EPAS_MODEL", default_value = DEFAULT_MODEL)]
+    /// GGUF file, HF folder (config.json + *.safetensors + tokenizer.json), or `builtin`: the
+    /// EPAS model compiled into the binary (trained on State of the Union addresses).
+    #[arg(long, env = "EPAS_MODEL", default_value = BUILTIN_NAME)]
     pub model: PathBuf,
     /// Allow sharing ratios above what the checkpoint was trained for (forced sharing: the
     /// quality drops).
@@ -23,15 +25,19 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<(EpasLlama, TextTokenizer)> {
-        if !self.model.exists() && self.model.as_path() == std::path::Path::new(DEFAULT_MODEL) {
+        if !self.model.exists() && self.model.as_path() == std::path::Path::new(SMOLLM2_MODEL) {
             anyhow::bail!(
                 "{} not found: run scripts/fetch-models.sh first, or pass --model PATH",
-                DEFAULT_MODEL
+                SMOLLM2_MODEL
             );
         }
         let started = std::time::Instant::now();
-        let loaded = epas_model::load_model(&self.model, &Device::Cpu)
-            .with_context(|| format!("loading {}", self.model.display()))?;
+        let loaded = if self.model.as_path() == std::path::Path::new(BUILTIN_NAME) {
+            epas_model::builtin::load_builtin(&Device::Cpu).context("loading the built-in model")?
+        } else {
+            epas_model::load_model(&self.model, &Device::Cpu)
+                .with_context(|| format!("loading {}", self.model.display()))?
+        };
         let c = loaded.0.config();
         tracing::info!(
             model = %loaded.0.info.name,
