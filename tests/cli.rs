@@ -232,3 +232,25 @@ fn eval_json_has_a_row_per_ratio_and_forced_sharing_hurts() {
         assert!(r["sharing_ratio"].is_number());
     }
 }
+
+#[test]
+fn device_cuda_is_refused_with_the_reason() {
+    for args in [
+        &["generate", "--device", "cuda", "--prompt", "Hi"][..],
+        &["serve", "--device", "cuda:1", "--port", "0"][..],
+        &["eval", "--device", "cuda", "--text", "README.md"][..],
+    ] {
+        let o = epas(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        if cfg!(feature = "cuda") {
+            // Without a GPU the device does not open; with one, the CPU-only forward is named.
+            assert!(err.contains("--device cuda:"), "{err}");
+        } else {
+            assert!(err.contains("built without the cuda feature"), "{err}");
+        }
+    }
+    let o = epas(&["generate", "--device", "tpu", "--prompt", "Hi"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("expected cpu, cuda or cuda:N"));
+}

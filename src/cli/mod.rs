@@ -3,6 +3,7 @@
 mod bench;
 mod bench_batch;
 mod bench_train;
+mod device;
 mod eval;
 mod export;
 mod generate;

@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::Args;
 use epas_model::builtin::BUILTIN_NAME;
 use epas_model::{EpasLlama, TextTokenizer};
+
+use super::device::DeviceArgs;
 
 /// The model fetched by `scripts/fetch-models.sh`.
 pub const SMOLLM2_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -21,10 +22,13 @@ pub struct ModelArgs {
     /// quality drops).
     #[arg(long, env = "EPAS_ALLOW_UNTRAINED_SHARING")]
     pub allow_untrained_sharing: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<(EpasLlama, TextTokenizer)> {
+        let device = self.device.resolve()?;
         if !self.model.exists() && self.model.as_path() == std::path::Path::new(SMOLLM2_MODEL) {
             anyhow::bail!(
                 "{} not found: run scripts/fetch-models.sh first, or pass --model PATH",
@@ -33,9 +37,9 @@ impl ModelArgs {
         }
         let started = std::time::Instant::now();
         let loaded = if self.model.as_path() == std::path::Path::new(BUILTIN_NAME) {
-            epas_model::builtin::load_builtin(&Device::Cpu).context("loading the built-in model")?
+            epas_model::builtin::load_builtin(&device).context("loading the built-in model")?
         } else {
-            epas_model::load_model(&self.model, &Device::Cpu)
+            epas_model::load_model(&self.model, &device)
                 .with_context(|| format!("loading {}", self.model.display()))?
         };
         let c = loaded.0.config();

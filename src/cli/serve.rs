@@ -72,6 +72,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.api_keys.iter().any(|k| k.trim().is_empty()) {
         anyhow::bail!("--api-key must not be empty");
     }
+    // Before the port is bound: an unusable --device fails the command, not the background load.
+    args.model.device.resolve()?;
     let name = args.served_model_name.clone().unwrap_or_else(|| {
         args.model
             .model

@@ -77,6 +77,8 @@ pub struct TrainArgs {
     /// Ablation: each group of --block layers shares from its own source layer.
     #[arg(long)]
     pub multi_block: bool,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
     /// Continue the run in --out from its checkpoint (its options are reused).
     #[arg(long)]
     pub resume: bool,
@@ -187,6 +189,8 @@ fn print_progress(p: &Progress<'_>, log_every: usize) {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // The trainer runs on the CPU; this refuses `--device cuda` with the reason.
+    args.device.resolve()?;
     let (opts, arch_given) = args.options();
     let log_every = opts.log_every;
     let summary = epas_model::train::train(opts, arch_given, args.resume, &mut |p| {

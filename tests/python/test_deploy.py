@@ -25,8 +25,9 @@ yaml = require_module("yaml")
 
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "Dockerfile.cuda"]
-# Read by the `--device` flag of the GPU work (issue 9), which the CUDA image sets already.
-PENDING_ENV = {"Dockerfile.cuda": {"EPAS_DEVICE"}}
+# Variables a Dockerfile may set before `epas serve` reads them (none now: EPAS_DEVICE is
+# `--device`).
+PENDING_ENV: dict[str, set[str]] = {}
 
 
 @pytest.fixture(scope="module")
