@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The CPU targets of issue 8, each a ratio measured side by side in one run:
+#   1. single-stream decode and prefill against llama.cpp's llama-bench (scripts/bench-single.sh);
+#   2. the time ratio 0.5 saves against ratio 0 for prefill and decode at context 512 and 2048,
+#      next to the analytic FLOP saving computed from the model shape (skipped Wq/Wk, RoPE,
+#      Q K^T and softmax in the sharing layers, attention probabilities reused);
+#   3. served generated tok/s at concurrency 16 against llama-server (scripts/bench-peers.sh).
+# Prints Markdown; with --write, also replaces the bench-cpu section of BENCHMARKS.md.
+# Usage: scripts/bench-cpu.sh [--write] [THREADS] [REPEATS]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+write=0
+if [ "${1:-}" = "--write" ]; then write=1; shift; fi
+threads="${1:-2}"
+repeats="${2:-7}"
+model="models/SmolLM2-135M-Instruct.Q4_1.gguf"
+bash scripts/fetch-models.sh >/dev/null
+cargo build --release --quiet --bin epas && cargo build --release --quiet -p epas-loadtest
+out="target/bench-cpu"
+mkdir -p "$out"
+
+bash scripts/bench-single.sh 3 "$threads" > "$out/single.md"
+
+# Ratios interleaved inside each repeat by `epas bench`; the median of the repeats is kept.
+for ctx in 512 2048; do
+  ./target/release/epas --threads "$threads" bench --model "$model" --prompt-tokens "$ctx" \
+    --gen-tokens 64 --decode-context "$ctx" --ratios 0,0.5 --repeats "$repeats" \
+    --allow-untrained-sharing --json 2>/dev/null > "$out/sharing-$ctx.json"
+done
+
+# bench-peers rewrites its own BENCHMARKS.md section; keep the full sweep recorded there.
+cp BENCHMARKS.md "$out/BENCHMARKS.md.keep"
+cp docs/bench-peers.png "$out/bench-peers.png.keep"
+bash scripts/bench-peers.sh 16 "$threads" 2 > "$out/peers.log" 2>&1
+cp "$out/BENCHMARKS.md.keep" BENCHMARKS.md
+cp "$out/bench-peers.png.keep" docs/bench-peers.png
+
+python3 - "$out" "$threads" "$repeats" > "$out/report.md" <<'PY'
+import json, sys
+out, threads, repeats = sys.argv[1], sys.argv[2], sys.argv[3]
+# SmolLM2-135M shape (the GGUF's llama.* keys).
+d, kv, ffn, vocab, layers, heads = 576, 192, 1536, 49152, 30, 9
+k = int(0.5 * layers)
+
+def flops_per_token(ctx, sharing):
+    """Forward FLOPs of one token attending to `ctx` positions, with `sharing` layers sharing."""
+    dense = 2 * d * (d + 2 * kv) + 2 * d * d + 6 * d * ffn
+    attn_scores = 2 * ctx * d + 5 * ctx * heads + 6 * (d + kv)  # Q K^T, softmax, RoPE
+    attn_apply = 2 * ctx * d
+    compute_layer = dense + attn_scores + attn_apply
+    skipped = 2 * d * (d + kv) + attn_scores
+    return layers * compute_layer - sharing * skipped + 2 * d * vocab
+
+def analytic(ctx, prefill):
+    # Prefill of ctx tokens: the i-th token attends to i positions (mean (ctx + 1) / 2).
+    c = (ctx + 1) / 2 if prefill else ctx
+    return 1 - flops_per_token(c, k) / flops_per_token(c, 0)
+
+print(f"### Single stream against llama.cpp ({threads} threads)\n")
+print(open(f"{out}/single.md").read())
+print(f"### Time saved by sharing ratio 0.5 against ratio 0 (forced sharing on SmolLM2, "
+      f"median of {repeats} interleaved repeats)\n")
+print("| phase | context | ratio 0 tok/s | ratio 0.5 tok/s | measured time saved | analytic FLOP saving | measured / analytic |")
+print("|---|---|---|---|---|---|---|")
+for ctx in (512, 2048):
+    rows = {r["sharing_ratio"]: r for r in json.load(open(f"{out}/sharing-{ctx}.json"))}
+    for phase, key, prefill in (("prefill", "prefill_tokens_per_second", True),
+                                ("decode", "decode_tokens_per_second", False)):
+        a, b = rows[0.0][key], rows[0.5][key]
+        saved = 1 - a / b
+        an = analytic(ctx, prefill)
+        print(f"| {phase} | {ctx} | {a:.1f} | {b:.1f} | {saved:.1%} | {an:.1%} | {saved / an:.0%} |")
+print()
+PY
+python3 - >> "$out/report.md" <<'PY'
+rows = [l.split("|") for l in open("target/bench-peers/peers.md") if "| c=16 |" in l]
+tps = {(r[1].strip(), r[3].strip()): float(r[7]) for r in rows}
+base = tps[("llama-server", "-")]
+print("### Served generated tok/s at concurrency 16 against llama-server (128 in, 128 out)\n")
+print("| server | ratio | output tok/s | vs llama-server |")
+print("|---|---|---|---|")
+for (server, ratio), v in tps.items():
+    print(f"| {server} | {ratio} | {v:.1f} | {v / base:.2f}x |")
+print("\nFull latency table: target/bench-peers/peers.md (the c=1,4,16 sweep is in the "
+      "bench-peers section above).")
+PY
+cat "$out/report.md"
+if [ "$write" = 1 ]; then
+  python3 - "$out/report.md" <<'PY'
+import sys, re, pathlib
+report = open(sys.argv[1]).read()
+path = pathlib.Path("BENCHMARKS.md")
+text = path.read_text()
+section = ("<!-- bench-cpu:begin -->\n## CPU targets (issue 8): `scripts/bench-cpu.sh --write`\n\n"
+           + report + "\n<!-- bench-cpu:end -->")
+if "<!-- bench-cpu:begin -->" in text:
+    text = re.sub(r"<!-- bench-cpu:begin -->.*?<!-- bench-cpu:end -->", lambda m: section, text, flags=re.S)
+else:
+    text = text.rstrip() + "\n\n" + section + "\n"
+path.write_text(text)
+PY
+fi
