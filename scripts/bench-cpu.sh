@@ -29,12 +29,8 @@ for ctx in 512 2048; do
     --allow-untrained-sharing --json 2>/dev/null > "$out/sharing-$ctx.json"
 done
 
-# bench-peers rewrites its own BENCHMARKS.md section; keep the full sweep recorded there.
-cp BENCHMARKS.md "$out/BENCHMARKS.md.keep"
-cp docs/bench-peers.png "$out/bench-peers.png.keep"
-bash scripts/bench-peers.sh 16 "$threads" 2 > "$out/peers.log" 2>&1
-cp "$out/BENCHMARKS.md.keep" BENCHMARKS.md
-cp "$out/bench-peers.png.keep" docs/bench-peers.png
+# Only c=16 here: the full sweep recorded in BENCHMARKS.md by bench-peers.sh stays as it is.
+BENCH_PEERS_RECORD=0 bash scripts/bench-peers.sh 16 "$threads" 2 > "$out/peers.log" 2>&1
 
 python3 - "$out" "$threads" "$repeats" > "$out/report.md" <<'PY'
 import json, sys

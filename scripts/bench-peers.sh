@@ -5,7 +5,8 @@
 # 128-token prompts, 128 streamed tokens with ignore_eos, a warm-up of 2 requests.
 # Writes target/bench-peers/{llama-server,epas,peers}.json, peers.md, the chart
 # docs/bench-peers.png, and replaces the section between the bench-peers markers of
-# BENCHMARKS.md (appending it the first time).
+# BENCHMARKS.md (appending it the first time). With BENCH_PEERS_RECORD=0 it writes only
+# target/bench-peers/ (the chart as target/bench-peers/peers.png): other benchmarks call it so.
 #
 # Usage: scripts/bench-peers.sh [CONCURRENCIES] [THREADS] [REQUESTS_PER_CLIENT]
 #        defaults: 1,4,16  2  2
@@ -17,7 +18,9 @@ threads="${2:-2}"
 per_client="${3:-2}"
 model="models/SmolLM2-135M-Instruct.Q4_1.gguf"
 out="target/bench-peers"
+record="${BENCH_PEERS_RECORD:-1}"
 chart="docs/bench-peers.png"
+[ "$record" = 1 ] || chart="$out/peers.png"
 mkdir -p "$out" "$(dirname "$chart")"
 
 bash scripts/fetch-models.sh >/dev/null
@@ -110,6 +113,10 @@ section="$out/section.md"
   echo "<!-- bench-peers:end -->"
 } >"$section"
 
+if [ "$record" != 1 ]; then
+  echo "wrote $out/peers.md and $chart" >&2
+  exit 0
+fi
 python3 - "$section" BENCHMARKS.md <<'EOF'
 import re, sys
 section = open(sys.argv[1]).read().rstrip("\n") + "\n"

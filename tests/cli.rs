@@ -1,7 +1,7 @@
 //! The built `epas` binary: exit codes, messages and output formats users and scripts rely on.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -13,14 +13,9 @@ fn model() -> PathBuf {
     p
 }
 
-fn epas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_epas"))
-        .args(args)
-        .env("EPAS_THREADS", "2")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
+mod support;
+
+use support::run_epas as epas;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -2,16 +2,11 @@
 //! the built binary: the commands and flags users and the docs rely on.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn epas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_epas"))
-        .args(args)
-        .env("EPAS_THREADS", "2")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
+mod support;
+
+use support::run_epas as epas;
 
 fn text(o: &Output) -> String {
     format!(

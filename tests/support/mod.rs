@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn model_path() -> PathBuf {
@@ -165,4 +165,14 @@ pub fn stream_text(events: &[serde_json::Value]) -> String {
                 .to_string()
         })
         .collect()
+}
+
+/// Runs the built `epas` binary to completion with `args` (2 threads, warnings only).
+pub fn run_epas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_epas"))
+        .args(args)
+        .env("EPAS_THREADS", "2")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
 }
