@@ -5,7 +5,7 @@ use candle_core::{DType, Module, Tensor};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::kernels::{BlockFormat, Q41Matrix, Q80Matrix, QuantMatrix};
+use crate::kernels::{PackedFormat, PackedMatrix};
 
 /// `y = x W^T` with `W` of shape `(out, in)`, dense or quantized (GGUF blocks).
 #[derive(Debug, Clone)]
@@ -15,10 +15,9 @@ pub enum Linear {
         weight: Arc<QTensor>,
         matmul: QMatMul,
     },
-    /// Q4_1 weights served by this crate's SIMD kernel (candle's Q4_1 path is scalar).
-    Q41(Arc<Q41Matrix>),
-    /// Q8_0 weights served by this crate's SIMD kernel.
-    Q80(Arc<Q80Matrix>),
+    /// Q4_1 / Q8_0 weights repacked for this crate's SIMD kernels (candle's Q4_1 path is
+    /// scalar).
+    Packed(Arc<PackedMatrix>),
 }
 
 impl Linear {
@@ -33,18 +32,15 @@ impl Linear {
     fn quantized_arc(weight: Arc<QTensor>) -> Result<Self> {
         use candle_core::quantized::GgmlDType;
         let (rows, cols) = weight.shape().dims2()?;
-        match weight.dtype() {
-            GgmlDType::Q4_1 => {
-                if let Some(m) = Q41Matrix::from_bytes(rows, cols, weight.data()?.into_owned()) {
-                    return Ok(Self::Q41(Arc::new(m)));
-                }
+        let packed = match weight.dtype() {
+            GgmlDType::Q4_1 => Some(PackedFormat::Q4_1),
+            GgmlDType::Q8_0 => Some(PackedFormat::Q8_0),
+            _ => None,
+        };
+        if let Some(format) = packed.filter(|_| weight.device().is_cpu()) {
+            if let Some(m) = PackedMatrix::from_gguf(format, rows, cols, &weight.data()?) {
+                return Ok(Self::Packed(Arc::new(m)));
             }
-            GgmlDType::Q8_0 => {
-                if let Some(m) = Q80Matrix::from_bytes(rows, cols, weight.data()?.into_owned()) {
-                    return Ok(Self::Q80(Arc::new(m)));
-                }
-            }
-            _ => {}
         }
         let matmul = QMatMul::from_arc(weight.clone())?;
         Ok(Self::Quantized { weight, matmul })
@@ -55,8 +51,7 @@ impl Linear {
         let dims = match self {
             Self::Dense(w) => w.dims(),
             Self::Quantized { weight, .. } => weight.shape().dims(),
-            Self::Q41(m) => return (m.rows(), m.cols()),
-            Self::Q80(m) => return (m.rows(), m.cols()),
+            Self::Packed(m) => return (m.rows(), m.cols()),
         };
         (dims[0], dims[1])
     }
@@ -66,8 +61,7 @@ impl Linear {
         Ok(match self {
             Self::Dense(w) => x.matmul(&w.t()?)?,
             Self::Quantized { matmul, .. } => matmul.forward(x)?,
-            Self::Q41(m) => block_forward(m, x)?,
-            Self::Q80(m) => block_forward(m, x)?,
+            Self::Packed(m) => packed_forward(m, x)?,
         })
     }
 
@@ -76,8 +70,11 @@ impl Linear {
         Ok(match self {
             Self::Dense(w) => w.clone(),
             Self::Quantized { weight, .. } => weight.dequantize(&weight.device())?,
-            Self::Q41(m) => block_dequantize(m)?,
-            Self::Q80(m) => block_dequantize(m)?,
+            Self::Packed(m) => Tensor::from_vec(
+                m.dequantize(),
+                (m.rows(), m.cols()),
+                &candle_core::Device::Cpu,
+            )?,
         })
     }
 
@@ -86,28 +83,18 @@ impl Linear {
         match self {
             Self::Dense(w) => format!("{:?}", w.dtype()).to_lowercase(),
             Self::Quantized { weight, .. } => format!("{:?}", weight.dtype()).to_lowercase(),
-            Self::Q41(_) => "q4_1".into(),
-            Self::Q80(_) => "q8_0".into(),
+            Self::Packed(m) => m.format().name().into(),
         }
     }
 }
 
-fn block_forward<F: BlockFormat>(m: &QuantMatrix<F>, x: &Tensor) -> Result<Tensor> {
+fn packed_forward(m: &PackedMatrix, x: &Tensor) -> Result<Tensor> {
     let (n, _) = x.dims2()?;
     let input = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     Ok(Tensor::from_vec(
         m.matmul(&input, n),
         (n, m.rows()),
         x.device(),
-    )?)
-}
-
-fn block_dequantize<F: BlockFormat>(m: &QuantMatrix<F>) -> Result<Tensor> {
-    let device = candle_core::Device::Cpu;
-    Ok(Tensor::from_vec(
-        m.dequantize(),
-        (m.rows(), m.cols()),
-        &device,
     )?)
 }
 

@@ -1,46 +1,55 @@
 //! CPU matrix kernels for quantized weights, selected at run time by CPU feature, each tested
 //! against a scalar reference on random inputs.
 
-mod matrix;
+mod packed;
+mod packed_matmul;
+#[cfg(target_arch = "x86_64")]
+mod packed_x86;
 mod pool;
-mod q4_1;
 mod q8;
-mod q8_0;
 #[cfg(test)]
 mod tests;
-#[cfg(target_arch = "x86_64")]
-mod x86_common;
 
-pub use matrix::{BlockFormat, QuantMatrix};
+pub use packed::{PackedFormat, PackedMatrix, GROUP};
+pub use packed_matmul::{matmul_jobs, MatmulJob};
 pub use pool::{par_chunks_mut, SpinPool};
-pub use q4_1::{Q41Matrix, Q41};
-pub use q8::{quantize_q8_1, BlockQ8_1};
-pub use q8_0::{Q80Matrix, Q80};
+pub use q8::{quantize_q8_1, BlockQ8_1, QK};
 
 /// Which implementation the running CPU gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelLevel {
-    /// AVX-512 VNNI on 256-bit registers (`vpdpbusd`).
+    /// AVX-512 VNNI, 16 weight rows per 512-bit `vpdpbusd`.
     Avx512Vnni,
-    /// AVX2 `vpmaddubsw`.
+    /// AVX2 `vpmaddubsw`, the 16 rows as two halves.
     Avx2,
     Scalar,
 }
 
+/// The best level this CPU runs (`EPAS_KERNEL_SCALAR` forces the reference), detected once.
 pub fn kernel_level() -> KernelLevel {
+    static LEVEL: std::sync::OnceLock<KernelLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(detect_level)
+}
+
+fn detect_level() -> KernelLevel {
     #[cfg(target_arch = "x86_64")]
     {
         if std::env::var_os("EPAS_KERNEL_SCALAR").is_some() {
             return KernelLevel::Scalar;
         }
-        if is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl")
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
         {
             return KernelLevel::Avx512Vnni;
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
             return KernelLevel::Avx2;
         }
     }

@@ -7,12 +7,16 @@ use half::f16;
 pub const QK: usize = 32;
 
 #[derive(Debug, Clone, Copy)]
-#[repr(C, align(8))]
+#[repr(C, align(16))]
 pub struct BlockQ8_1 {
-    pub d: f32,
-    /// `d * sum(qs)`.
-    pub s: f32,
     pub qs: [i8; QK],
+    pub d: f32,
+    /// `d * sum(qs)`, rounded to f16 (the Q4_1 minimum term).
+    pub s: f32,
+    /// `-128 * sum(qs)`: kernels that offset signed weights by 128 to make them unsigned start
+    /// their integer sum here, which keeps the dot product exact.
+    pub offset: i32,
+    _pad: i32,
 }
 
 /// Quantizes `rows` rows of `cols` floats (`cols` a multiple of 32) into `rows * cols / 32`
@@ -32,9 +36,11 @@ pub fn quantize_q8_1(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
             sum += r;
         }
         out.push(BlockQ8_1 {
+            qs,
             d: f16::from_f32(d).to_f32(),
             s: f16::from_f32(sum as f32 * d).to_f32(),
-            qs,
+            offset: -128 * sum,
+            _pad: 0,
         });
     }
     out
@@ -57,6 +63,7 @@ mod tests {
             }
             let sum: i32 = b.qs.iter().map(|&v| v as i32).sum();
             assert!((b.s - sum as f32 * b.d).abs() < 1e-2);
+            assert_eq!(b.offset, -128 * sum);
         }
     }
 }

@@ -1,0 +1,266 @@
+//! Block-quantized weights (GGUF Q4_1 or Q8_0) repacked at load so that 16 weight rows are
+//! processed together: for every block of 32 columns, the 16 rows' quantized values are stored
+//! four bytes per row side by side, so one 512-bit integer dot-product instruction multiplies
+//! four values of 16 rows by four activations broadcast to every lane, and the 16 rows' block
+//! scales form one vector. Outputs of a 16-row group land in 16 lanes: no horizontal sums.
+//!
+//! Values are stored unsigned: Q4_1 nibbles as they are, Q8_0 bytes plus 128 (the activation
+//! block's `offset`, `-128 * sum(x)`, starts the integer sum, which keeps it exact).
+//!
+//! Per (group, block):
+//! - Q4_1: 4 chunks of 64 bytes; chunk `p` holds bytes `4p..4p+4` of each row's 16 nibble
+//!   bytes, row `n` at `4n`. Low nibbles are values `4p..4p+4`, high nibbles `16+4p..16+4p+4`.
+//!   Scales: 16 f16 `d`, then 16 f16 `m`.
+//! - Q8_0: 8 chunks of 64 bytes; chunk `j` holds values `4j..4j+4` of each row, row `n` at
+//!   `4n`. Scales: 16 f16 `d`.
+//!
+//! Each output's arithmetic (integer block sums, then per block `acc += isum * (d_w d_x)` and
+//! for Q4_1 `acc += m_w s_x`, both fused multiply-adds) is the same at every kernel level and
+//! whatever the batch around it: a row's result alone equals its result in any batch.
+
+use half::f16;
+
+use super::q8::{BlockQ8_1, QK};
+
+/// Weight rows per packed group (one 512-bit vector of f32 lanes).
+pub const GROUP: usize = 16;
+
+/// GGUF block formats the packed kernels serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackedFormat {
+    Q4_1,
+    Q8_0,
+}
+
+impl PackedFormat {
+    /// Bytes of one GGUF block.
+    pub fn gguf_block_bytes(self) -> usize {
+        match self {
+            Self::Q4_1 => 20,
+            Self::Q8_0 => 34,
+        }
+    }
+
+    /// Packed quant bytes of one (group, block).
+    pub(crate) fn quant_bytes(self) -> usize {
+        match self {
+            Self::Q4_1 => GROUP * QK / 2,
+            Self::Q8_0 => GROUP * QK,
+        }
+    }
+
+    /// f16 scales of one (group, block).
+    pub(crate) fn scale_count(self) -> usize {
+        match self {
+            Self::Q4_1 => 2 * GROUP,
+            Self::Q8_0 => GROUP,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q4_1 => "q4_1",
+            Self::Q8_0 => "q8_0",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A `(rows, cols)` weight matrix in the packed layout.
+#[derive(Clone)]
+pub struct PackedMatrix {
+    format: PackedFormat,
+    rows: usize,
+    cols: usize,
+    quants: Vec<Line>,
+    scales: Vec<u16>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packed{:?}({}x{})", self.format, self.rows, self.cols)
+    }
+}
+
+impl PackedMatrix {
+    /// Repacks raw GGUF bytes (`rows * cols / 32` blocks, row after row); `None` when the
+    /// sizes do not fit the format.
+    pub fn from_gguf(format: PackedFormat, rows: usize, cols: usize, data: &[u8]) -> Option<Self> {
+        let bb = format.gguf_block_bytes();
+        if rows == 0 || !cols.is_multiple_of(QK) || data.len() != rows * cols / QK * bb {
+            return None;
+        }
+        let nb = cols / QK;
+        let groups = rows.div_ceil(GROUP);
+        let qb = format.quant_bytes();
+        let sc = format.scale_count();
+        let mut quants = vec![Line([0; 64]); groups * nb * qb / 64];
+        let mut scales = vec![0u16; groups * nb * sc];
+        // SAFETY: `Line` is 64 plain bytes; the slice covers exactly the vector's memory.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(quants.as_mut_ptr() as *mut u8, quants.len() * 64)
+        };
+        for n in 0..rows {
+            let (g, lane) = (n / GROUP, n % GROUP);
+            for b in 0..nb {
+                let src = &data[(n * nb + b) * bb..][..bb];
+                let q = &mut bytes[(g * nb + b) * qb..][..qb];
+                let s = &mut scales[(g * nb + b) * sc..][..sc];
+                s[lane] = u16::from_le_bytes([src[0], src[1]]);
+                match format {
+                    PackedFormat::Q4_1 => {
+                        s[GROUP + lane] = u16::from_le_bytes([src[2], src[3]]);
+                        for p in 0..4 {
+                            q[p * 64 + lane * 4..][..4].copy_from_slice(&src[4 + 4 * p..][..4]);
+                        }
+                    }
+                    PackedFormat::Q8_0 => {
+                        for j in 0..8 {
+                            for (dst, &v) in q[j * 64 + lane * 4..][..4]
+                                .iter_mut()
+                                .zip(&src[2 + 4 * j..][..4])
+                            {
+                                *dst = v ^ 0x80;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(Self {
+            format,
+            rows,
+            cols,
+            quants,
+            scales,
+        })
+    }
+
+    pub fn format(&self) -> PackedFormat {
+        self.format
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP)
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.cols / QK
+    }
+
+    /// Packed quants of group `g`, all blocks.
+    pub(crate) fn group_quants(&self, g: usize) -> &[u8] {
+        let len = self.blocks() * self.format.quant_bytes();
+        // SAFETY: `Line` is 64 plain bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.quants.as_ptr() as *const u8, self.quants.len() * 64)
+        };
+        &bytes[g * len..(g + 1) * len]
+    }
+
+    /// f16 scale bits of group `g`, all blocks.
+    pub(crate) fn group_scales(&self, g: usize) -> &[u16] {
+        let len = self.blocks() * self.format.scale_count();
+        &self.scales[g * len..(g + 1) * len]
+    }
+
+    /// The weights as f32, `(rows, cols)` row-major.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let nb = self.blocks();
+        let (qb, sc) = (self.format.quant_bytes(), self.format.scale_count());
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (n, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            let (g, lane) = (n / GROUP, n % GROUP);
+            let (quants, scales) = (self.group_quants(g), self.group_scales(g));
+            for b in 0..nb {
+                let q = &quants[b * qb..][..qb];
+                let s = &scales[b * sc..][..sc];
+                let d = f16::from_bits(s[lane]).to_f32();
+                let dst = &mut row[b * QK..][..QK];
+                match self.format {
+                    PackedFormat::Q4_1 => {
+                        let m = f16::from_bits(s[GROUP + lane]).to_f32();
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            *v = q4_1_value(q, lane, i) as f32 * d + m;
+                        }
+                    }
+                    PackedFormat::Q8_0 => {
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            *v = (q8_0_value(q, lane, i) as i32 - 128) as f32 * d;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Value `i` (0..32) of `lane`'s block in a packed Q4_1 (group, block).
+#[inline]
+fn q4_1_value(q: &[u8], lane: usize, i: usize) -> u8 {
+    let byte = q[(i % 16 / 4) * 64 + lane * 4 + i % 4];
+    if i < 16 {
+        byte & 0x0F
+    } else {
+        byte >> 4
+    }
+}
+
+/// Value `i` (0..32), offset by 128, of `lane`'s block in a packed Q8_0 (group, block).
+#[inline]
+fn q8_0_value(q: &[u8], lane: usize, i: usize) -> u8 {
+    q[(i / 4) * 64 + lane * 4 + i % 4]
+}
+
+/// The reference kernel: `R` activation rows against one 16-row group, one value at a time,
+/// with the same per-block fused multiply-adds as the SIMD kernels.
+pub(crate) fn tile_scalar<const R: usize>(
+    format: PackedFormat,
+    quants: &[u8],
+    scales: &[u16],
+    acts: [&[BlockQ8_1]; R],
+) -> [[f32; GROUP]; R] {
+    let (qb, sc) = (format.quant_bytes(), format.scale_count());
+    let mut out = [[0f32; GROUP]; R];
+    for b in 0..quants.len() / qb {
+        let q = &quants[b * qb..][..qb];
+        let s = &scales[b * sc..][..sc];
+        for (r, row) in acts.iter().enumerate() {
+            let a = &row[b];
+            for lane in 0..GROUP {
+                let d = f16::from_bits(s[lane]).to_f32();
+                let acc = &mut out[r][lane];
+                match format {
+                    PackedFormat::Q4_1 => {
+                        let isum: i32 = (0..QK)
+                            .map(|i| q4_1_value(q, lane, i) as i32 * a.qs[i] as i32)
+                            .sum();
+                        let m = f16::from_bits(s[GROUP + lane]).to_f32();
+                        *acc = (isum as f32).mul_add(d * a.d, *acc);
+                        *acc = m.mul_add(a.s, *acc);
+                    }
+                    PackedFormat::Q8_0 => {
+                        let isum: i32 = a.offset
+                            + (0..QK)
+                                .map(|i| q8_0_value(q, lane, i) as i32 * a.qs[i] as i32)
+                                .sum::<i32>();
+                        *acc = (isum as f32).mul_add(d * a.d, *acc);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
