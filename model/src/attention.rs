@@ -1,7 +1,8 @@
 //! Causal attention of new query positions against a sequence's cached K/V, split in two
 //! steps so that sharing layers can reuse the probabilities of their source layer.
 
-use crate::kernels::par_chunks_mut;
+use crate::attention_kernels;
+use crate::kernels::SpinPool;
 use crate::kv_cache::Rows;
 
 /// Heads and widths of the attention computation.
@@ -12,8 +13,36 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
-/// Below this many scores the work runs on the calling thread: splitting costs more.
-const PARALLEL_MIN_SCORES: usize = 4 * 1024;
+/// Query rows per parallel task: long prompts split across threads, decode rows stay whole.
+const QUERY_CHUNK: usize = 32;
+
+/// Where a sequence's attention probabilities come from.
+pub enum ProbsSource<'a> {
+    /// `softmax(Q K^T / sqrt(d))` from `q` (`(t, heads * head_dim)`, post-RoPE) and `keys`
+    /// (at least `start + t` rows of `kv_heads * head_dim`).
+    Compute { q: &'a [f32], keys: Rows<'a> },
+    /// Probabilities computed by an earlier layer, laid out as [`AttentionShape::probs_len`].
+    Reuse(&'a [f32]),
+}
+
+/// One sequence's attention in one layer: `t` new queries after `start` cached positions.
+pub struct SequenceAttention<'a> {
+    pub t: usize,
+    pub start: usize,
+    pub probs: ProbsSource<'a>,
+    /// At least `start + t` rows of `kv_heads * head_dim`.
+    pub values: Rows<'a>,
+    /// Receives `P`, `(heads, t, start + t)` with masked entries 0, when given (a source layer
+    /// keeps it for its sharing layers). Must be zeroed.
+    pub keep_probs: Option<&'a mut [f32]>,
+    /// `(t, heads * head_dim)`.
+    pub out: &'a mut [f32],
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint (head, query row) parts of the buffers.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
 
 impl AttentionShape {
     fn group(&self) -> usize {
@@ -29,102 +58,112 @@ impl AttentionShape {
         self.num_heads * t * (start + t)
     }
 
-    /// Attention probabilities `P = softmax(Q K^T / sqrt(d))` with a causal mask, laid out
-    /// `(heads, t, start + t)`; masked entries are 0. `q` is `(t, heads * head_dim)`, `keys` holds
-    /// `start + t` rows of `kv_heads * head_dim` (post-RoPE).
-    pub fn probs(&self, q: &[f32], keys: &Rows<'_>, start: usize) -> Vec<f32> {
-        let t = q.len() / self.q_dim();
-        let total = start + t;
-        let mut probs = vec![0f32; self.probs_len(t, start)];
-        let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let head_job = |h: usize, p_head: &mut [f32]| {
-            let kvh = h / self.group();
-            for i in 0..t {
-                let qi = &q[i * self.q_dim() + h * self.head_dim..][..self.head_dim];
-                let row = &mut p_head[i * total..(i + 1) * total];
-                let visible = start + i + 1;
-                let mut max = f32::NEG_INFINITY;
-                keys.for_each(visible, |j, key_row| {
-                    let s = dot(qi, &key_row[kvh * self.head_dim..][..self.head_dim]) * scale;
-                    row[j] = s;
-                    max = max.max(s);
-                });
-                let mut sum = 0f32;
-                for s in row[..visible].iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                for s in row[..visible].iter_mut() {
-                    *s *= inv;
-                }
+    /// Causal attention of every sequence, in one parallel region of (sequence, head, query
+    /// chunk) tasks. Each output value depends only on its own sequence.
+    pub fn attend(&self, seqs: &mut [SequenceAttention<'_>]) {
+        let mut tasks = Vec::new();
+        for (s, seq) in seqs.iter().enumerate() {
+            assert_eq!(
+                seq.out.len(),
+                seq.t * self.q_dim(),
+                "attention output shape"
+            );
+            match &seq.probs {
+                ProbsSource::Compute { q, .. } => assert_eq!(q.len(), seq.t * self.q_dim()),
+                ProbsSource::Reuse(p) => assert_eq!(p.len(), self.probs_len(seq.t, seq.start)),
             }
-        };
-        if probs.len() >= PARALLEL_MIN_SCORES {
-            par_chunks_mut(&mut probs, t * total, head_job);
-        } else {
-            for (h, chunk) in probs.chunks_mut(t * total).enumerate() {
-                head_job(h, chunk);
+            if let Some(keep) = &seq.keep_probs {
+                assert_eq!(keep.len(), self.probs_len(seq.t, seq.start));
+            }
+            for h in 0..self.num_heads {
+                for i0 in (0..seq.t).step_by(QUERY_CHUNK) {
+                    tasks.push((s, h, i0, (i0 + QUERY_CHUNK).min(seq.t)));
+                }
             }
         }
-        probs
+        let ptrs: Vec<(SendPtr, Option<SendPtr>)> = seqs
+            .iter_mut()
+            .map(|s| {
+                let keep = s.keep_probs.as_mut().map(|p| SendPtr(p.as_mut_ptr()));
+                (SendPtr(s.out.as_mut_ptr()), keep)
+            })
+            .collect();
+        let (seqs, ptrs, tasks) = (&*seqs, &ptrs, &tasks);
+        SpinPool::global().run(tasks.len(), &|task| {
+            let (s, h, i0, i1) = tasks[task];
+            let seq = &seqs[s];
+            let total = seq.start + seq.t;
+            let rows = i1 - i0;
+            let mut scratch = Vec::new();
+            let probs: &[f32] = match &seq.probs {
+                ProbsSource::Reuse(p) => &p[(h * seq.t + i0) * total..(h * seq.t + i1) * total],
+                ProbsSource::Compute { q, keys } => {
+                    let dst: &mut [f32] = match &ptrs[s].1 {
+                        // SAFETY: rows i0..i1 of head h in P belong to this task only.
+                        Some(keep) => unsafe {
+                            std::slice::from_raw_parts_mut(
+                                keep.0.add((h * seq.t + i0) * total),
+                                rows * total,
+                            )
+                        },
+                        None => {
+                            scratch.resize(rows * total, 0f32);
+                            &mut scratch
+                        }
+                    };
+                    self.head_probs(q, keys, seq.start, h, i0..i1, dst);
+                    dst
+                }
+            };
+            for (r, i) in (i0..i1).enumerate() {
+                let p = &probs[r * total..][..seq.start + i + 1];
+                // SAFETY: columns of head h in output row i belong to this task only.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        ptrs[s].0 .0.add(i * self.q_dim() + h * self.head_dim),
+                        self.head_dim,
+                    )
+                };
+                self.head_apply(p, &seq.values, h, out);
+            }
+        });
     }
 
-    /// `P V` for `t` queries: `probs` as returned by [`Self::probs`], `values` holds at least
-    /// `start + t` rows of `kv_dim`. Returns `(t, heads * head_dim)`.
-    pub fn apply(&self, probs: &[f32], values: &Rows<'_>, t: usize, start: usize) -> Vec<f32> {
-        let total = start + t;
+    /// Rows `queries` of head `h`'s probabilities into `dst` (`queries.len()` rows of
+    /// `start + t`); entries past each row's visible positions are left untouched.
+    fn head_probs(
+        &self,
+        q: &[f32],
+        keys: &Rows<'_>,
+        start: usize,
+        h: usize,
+        queries: std::ops::Range<usize>,
+        dst: &mut [f32],
+    ) {
         let hd = self.head_dim;
-        let mut per_head = vec![0f32; self.num_heads * t * hd];
-        let head_job = |h: usize, out: &mut [f32]| {
-            let kvh = h / self.group();
-            for i in 0..t {
-                let p = &probs[(h * t + i) * total..][..start + i + 1];
-                let o = &mut out[i * hd..(i + 1) * hd];
-                values.for_each(p.len(), |j, value_row| {
-                    axpy(p[j], &value_row[kvh * hd..][..hd], o);
-                });
-            }
-        };
-        if self.probs_len(t, start) >= PARALLEL_MIN_SCORES {
-            par_chunks_mut(&mut per_head, t * hd, head_job);
-        } else {
-            for (h, chunk) in per_head.chunks_mut(t * hd).enumerate() {
-                head_job(h, chunk);
-            }
+        let total = dst.len() / queries.len();
+        let scale = 1.0 / (hd as f32).sqrt();
+        let kv_off = h / self.group() * hd;
+        for (r, i) in queries.enumerate() {
+            let qi = &q[i * self.q_dim() + h * hd..][..hd];
+            let row = &mut dst[r * total..][..start + i + 1];
+            keys.for_each_run(row.len(), |j, run| {
+                let n = run.len() / keys.width;
+                attention_kernels::scores(qi, run, keys.width, kv_off, scale, &mut row[j..j + n]);
+            });
+            attention_kernels::softmax_in_place(row);
         }
-        let mut out = vec![0f32; t * self.q_dim()];
-        for h in 0..self.num_heads {
-            for i in 0..t {
-                out[i * self.q_dim() + h * hd..][..hd]
-                    .copy_from_slice(&per_head[(h * t + i) * hd..][..hd]);
-            }
-        }
-        out
     }
-}
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums let the compiler vectorise without reassociating floats itself.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += ca[l] * cb[l];
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for i in chunks..a.len() {
-        s += a[i] * b[i];
-    }
-    s
-}
-
-#[inline]
-fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
+    /// `out = sum_j p[j] V[j]` over head `h`'s value columns.
+    fn head_apply(&self, p: &[f32], values: &Rows<'_>, h: usize, out: &mut [f32]) {
+        let hd = self.head_dim;
+        let kv_off = h / self.group() * hd;
+        out.fill(0.0);
+        values.for_each_run(p.len(), |j, run| {
+            let n = run.len() / values.width;
+            attention_kernels::apply(&p[j..j + n], run, values.width, kv_off, out);
+        });
     }
 }
 
@@ -132,12 +171,7 @@ fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-    }
+    use crate::test_random::uniform as lcg;
 
     /// Textbook attention, one query at a time, for comparison.
     fn reference(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], start: usize) -> Vec<f32> {
@@ -197,8 +231,27 @@ mod tests {
                 rows_per_chunk: 4,
                 width: kv,
             };
-            let p = s.probs(&q, &keys, start);
-            let got = s.apply(&p, &values, t, start);
+            let mut p = vec![0f32; s.probs_len(t, start)];
+            let mut got = vec![0f32; t * heads * hd];
+            s.attend(&mut [SequenceAttention {
+                t,
+                start,
+                probs: ProbsSource::Compute { q: &q, keys },
+                values: values.clone(),
+                keep_probs: Some(&mut p),
+                out: &mut got,
+            }]);
+            // Sharing layers apply the kept probabilities: the same output.
+            let mut reused = vec![0f32; t * heads * hd];
+            s.attend(&mut [SequenceAttention {
+                t,
+                start,
+                probs: ProbsSource::Reuse(&p),
+                values,
+                keep_probs: None,
+                out: &mut reused,
+            }]);
+            assert_eq!(got, reused);
             let want = reference(&s, &q, &k, &v, start);
             let max = got
                 .iter()

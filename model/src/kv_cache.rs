@@ -24,6 +24,22 @@ impl<'a> Rows<'a> {
         }
     }
 
+    /// Calls `f(j, rows)` for rows `0..count` in order, each call with a contiguous run of
+    /// whole rows starting at row `j`.
+    #[inline]
+    pub fn for_each_run(&self, count: usize, mut f: impl FnMut(usize, &'a [f32])) {
+        let mut j = 0;
+        for chunk in &self.chunks {
+            if j == count {
+                return;
+            }
+            let n = (chunk.len() / self.width).min(count - j);
+            f(j, &chunk[..n * self.width]);
+            j += n;
+        }
+        debug_assert_eq!(j, count, "fewer rows cached than attended");
+    }
+
     /// Calls `f(j, row)` for rows `0..count` in order.
     #[inline]
     pub fn for_each(&self, count: usize, mut f: impl FnMut(usize, &'a [f32])) {

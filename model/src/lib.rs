@@ -3,6 +3,7 @@
 //! evaluation helpers.
 
 pub mod attention;
+mod attention_kernels;
 pub mod builtin;
 pub mod config;
 pub mod error;
@@ -18,8 +19,11 @@ pub mod paged;
 pub mod rope;
 pub mod sampler;
 pub mod sharing;
+#[cfg(test)]
+mod test_random;
 pub mod tokenizer;
 pub mod train;
+pub mod vector_ops;
 
 pub use config::{EpasMeta, LlamaConfig, ModelInfo};
 pub use error::{ModelError, Result};

@@ -5,7 +5,10 @@ use candle_core::{DType, Module, Tensor};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::kernels::{PackedFormat, PackedMatrix};
+use crate::kernels::{
+    kernel_level, matmul_jobs, par_chunks_mut, quantize_q8_1, quantize_q8_1_into, BlockQ8_1,
+    MatmulJob, PackedFormat, PackedMatrix, QK,
+};
 
 /// `y = x W^T` with `W` of shape `(out, in)`, dense or quantized (GGUF blocks).
 #[derive(Debug, Clone)]
@@ -96,6 +99,68 @@ fn packed_forward(m: &PackedMatrix, x: &Tensor) -> Result<Tensor> {
         (n, m.rows()),
         x.device(),
     )?)
+}
+
+/// Projections of the same input: `x` holds `n` rows of `in` floats; each layer is applied to
+/// the first `rows` of them. Packed layers quantize `x` once and run in one parallel region.
+pub fn project(x: &[f32], n: usize, layers: &[(&Linear, usize)]) -> Result<Vec<Vec<f32>>> {
+    let packed: Option<Vec<&PackedMatrix>> = layers
+        .iter()
+        .map(|(l, _)| match l {
+            Linear::Packed(m) => Some(m.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let cols = x.len() / n.max(1);
+    let Some(packed) = packed.filter(|p| p.iter().all(|m| m.cols() == cols)) else {
+        return layers
+            .iter()
+            .map(|(l, rows)| {
+                let input = Tensor::from_slice(
+                    &x[..rows * cols],
+                    (*rows, cols),
+                    &candle_core::Device::Cpu,
+                )?;
+                Ok(l.forward(&input)?.flatten_all()?.to_vec1::<f32>()?)
+            })
+            .collect();
+    };
+    let used = layers.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    let acts = quantize_rows(&x[..used * cols], cols);
+    let mut outs: Vec<Vec<f32>> = layers
+        .iter()
+        .zip(&packed)
+        .map(|((_, rows), m)| vec![0f32; rows * m.rows()])
+        .collect();
+    let mut jobs: Vec<MatmulJob<'_>> = packed
+        .iter()
+        .zip(layers)
+        .zip(outs.iter_mut())
+        .map(|((matrix, (_, rows)), out)| MatmulJob {
+            matrix,
+            rows: *rows,
+            out,
+        })
+        .collect();
+    matmul_jobs(kernel_level(), &acts, &mut jobs);
+    Ok(outs)
+}
+
+/// 8-bit activation blocks of `x`, split across threads when there are many rows.
+fn quantize_rows(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
+    const PARALLEL_MIN_ROWS: usize = 8;
+    let rows = x.len() / cols;
+    if rows < PARALLEL_MIN_ROWS {
+        return quantize_q8_1(x, cols);
+    }
+    let nb = cols / QK;
+    let mut out = vec![BlockQ8_1::default(); rows * nb];
+    let rows_per_task = rows.div_ceil(16);
+    par_chunks_mut(&mut out, rows_per_task * nb, |i, chunk| {
+        let r0 = i * rows_per_task;
+        quantize_q8_1_into(&x[r0 * cols..(r0 + chunk.len() / nb) * cols], chunk);
+    });
+    out
 }
 
 /// Token embedding table `(vocab, hidden)`.

@@ -4,12 +4,13 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::attention::AttentionShape;
+use crate::attention::{AttentionShape, ProbsSource, SequenceAttention};
 use crate::config::ModelInfo;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{KvCache, SequenceCache};
-use crate::linear::{Embedding, Linear};
+use crate::linear::{project, Embedding, Linear};
 use crate::rope::RopeTable;
+use crate::vector_ops::{add_in_place, rms_norm_rows, silu_mul_in_place};
 
 /// Weights of one decoder layer.
 #[derive(Debug, Clone)]
@@ -195,6 +196,7 @@ impl EpasLlama {
     fn forward_validated(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
         let c = self.config();
         let (q_dim, kv_dim) = (c.hidden_size, c.kv_dim());
+        let eps = c.rms_norm_eps as f32;
         // Shallow sharing first: rows computing Q/K at any layer are then a prefix.
         let mut order: Vec<usize> = (0..steps.len()).collect();
         order.sort_by_key(|&i| steps[i].cache.plan().sharing_layers());
@@ -206,11 +208,11 @@ impl EpasLlama {
         }
         let n = ids.len();
         let ids = Tensor::from_vec(ids, n, &self.device)?;
-        let mut x = self.embed.lookup(&ids)?;
+        let mut x = to_vec(&self.embed.lookup(&ids)?)?;
         let mut source: Vec<Option<SourceActivations>> = (0..steps.len()).map(|_| None).collect();
 
         for (l, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_norm_eps as f32)?;
+            let h = rms_norm_rows(&x, &to_vec(&layer.attn_norm)?, eps);
             let computing = order
                 .iter()
                 .take_while(|&&i| steps[i].cache.plan().computes(l))
@@ -220,70 +222,126 @@ impl EpasLlama {
             } else {
                 offsets[computing]
             };
-            let values = to_vec(&layer.wv.forward(&h)?)?;
-            let (mut q, mut k) = (Vec::new(), Vec::new());
-            if n_compute > 0 {
-                let hc = h.narrow(0, 0, n_compute)?;
-                q = to_vec(&layer.wq.forward(&hc)?)?;
-                k = to_vec(&layer.wk.forward(&hc)?)?;
-            }
-            let mut attn = vec![0f32; n * q_dim];
+            let mut proj = project(
+                &h,
+                n,
+                &[
+                    (&layer.wv, n),
+                    (&layer.wq, n_compute),
+                    (&layer.wk, n_compute),
+                ],
+            )?;
+            let (mut k, mut q, values) = (pop(&mut proj)?, pop(&mut proj)?, pop(&mut proj)?);
+            let mut keep: Vec<Option<Vec<f32>>> = Vec::with_capacity(order.len());
             for (slot, &i) in order.iter().enumerate() {
                 let step = &mut steps[i];
                 let (t, start, off) = (step.tokens.len(), step.cache.len(), offsets[slot]);
                 let v_rows = &values[off * kv_dim..(off + t) * kv_dim];
-                let plan = *step.cache.plan();
-                let out = if slot < computing {
+                let mut kept = None;
+                if slot < computing {
                     let q_rows = &mut q[off * q_dim..(off + t) * q_dim];
                     let k_rows = &mut k[off * kv_dim..(off + t) * kv_dim];
                     self.rope.rotate_rows(q_rows, q_dim, start);
                     self.rope.rotate_rows(k_rows, kv_dim, start);
                     step.cache.append(l, Some(k_rows), v_rows);
-                    let keys = step.cache.keys(l).expect("compute layers cache keys");
-                    let probs = self.shape.probs(q_rows, &keys, start);
-                    let out = self.shape.apply(&probs, &step.cache.values(l), t, start);
-                    if plan.source_layer() == Some(l) {
-                        let keep = match self.shared_attention {
-                            SharedAttention::ReuseProbabilities { max_probs_floats } => {
-                                probs.len() <= max_probs_floats
-                            }
-                            SharedAttention::Recompute => false,
-                        };
-                        source[i] = Some(SourceActivations {
-                            q: q_rows.to_vec(),
-                            probs: keep.then_some(probs),
-                        });
+                    let probs_len = self.shape.probs_len(t, start);
+                    let reuse = match self.shared_attention {
+                        SharedAttention::ReuseProbabilities { max_probs_floats } => {
+                            probs_len <= max_probs_floats
+                        }
+                        SharedAttention::Recompute => false,
+                    };
+                    if reuse && step.cache.plan().source_layer() == Some(l) {
+                        kept = Some(vec![0f32; probs_len]);
                     }
-                    out
                 } else {
                     step.cache.append(l, None, v_rows);
-                    let src = source[i].as_ref().ok_or_else(|| {
-                        ModelError::Batch(format!("layer {l} shares but its source did not run"))
-                    })?;
-                    let recomputed;
-                    let probs = match &src.probs {
-                        Some(p) => p,
-                        None => {
-                            let src_layer = plan.source_layer().unwrap_or(0);
-                            let keys = step.cache.keys(src_layer).ok_or_else(|| {
-                                ModelError::Batch("source layer holds no keys".into())
-                            })?;
-                            recomputed = self.shape.probs(&src.q, &keys, start);
-                            &recomputed
-                        }
-                    };
-                    self.shape.apply(probs, &step.cache.values(l), t, start)
-                };
-                attn[off * q_dim..(off + t) * q_dim].copy_from_slice(&out);
+                }
+                keep.push(kept);
             }
-            let attn = Tensor::from_vec(attn, (n, q_dim), &self.device)?;
-            x = (x + layer.wo.forward(&attn)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, c.rms_norm_eps as f32)?;
-            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-            let mlp = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
-            x = (x + mlp)?;
+            let mut attn = vec![0f32; n * q_dim];
+            self.attend_layer(
+                steps, &order, &offsets, l, computing, &q, &source, &mut keep, &mut attn,
+            )?;
+            for (slot, &i) in order.iter().enumerate().take(computing) {
+                if steps[i].cache.plan().source_layer() == Some(l) {
+                    let (t, off) = (steps[i].tokens.len(), offsets[slot]);
+                    source[i] = Some(SourceActivations {
+                        q: q[off * q_dim..(off + t) * q_dim].to_vec(),
+                        probs: keep[slot].take(),
+                    });
+                }
+            }
+            add_in_place(&mut x, &pop(&mut project(&attn, n, &[(&layer.wo, n)])?)?);
+            let h = rms_norm_rows(&x, &to_vec(&layer.mlp_norm)?, eps);
+            let mut gate_up = project(&h, n, &[(&layer.gate, n), (&layer.up, n)])?;
+            let up = pop(&mut gate_up)?;
+            let mut gate = pop(&mut gate_up)?;
+            silu_mul_in_place(&mut gate, &up);
+            add_in_place(&mut x, &pop(&mut project(&gate, n, &[(&layer.down, n)])?)?);
         }
         self.logits(steps, &order, &offsets, &x)
+    }
+
+    /// Attention of every sequence at layer `l` in one parallel region: compute rows from their
+    /// own Q and keys, sharing rows from their source layer's probabilities (or its Q and keys
+    /// when those were not kept).
+    #[allow(clippy::too_many_arguments)]
+    fn attend_layer(
+        &self,
+        steps: &[SequenceStep<'_>],
+        order: &[usize],
+        offsets: &[usize],
+        l: usize,
+        computing: usize,
+        q: &[f32],
+        source: &[Option<SourceActivations>],
+        keep: &mut [Option<Vec<f32>>],
+        attn: &mut [f32],
+    ) -> Result<()> {
+        let q_dim = self.config().hidden_size;
+        let mut rest = attn;
+        let mut seqs = Vec::with_capacity(order.len());
+        for ((slot, &i), kept) in order.iter().enumerate().zip(keep.iter_mut()) {
+            let step = &steps[i];
+            let (t, start, off) = (step.tokens.len(), step.cache.len(), offsets[slot]);
+            let (out, tail) = rest.split_at_mut(t * q_dim);
+            rest = tail;
+            let probs = if slot < computing {
+                let keys = step
+                    .cache
+                    .keys(l)
+                    .ok_or_else(|| ModelError::Batch(format!("compute layer {l} holds no keys")))?;
+                ProbsSource::Compute {
+                    q: &q[off * q_dim..(off + t) * q_dim],
+                    keys,
+                }
+            } else {
+                let src = source[i].as_ref().ok_or_else(|| {
+                    ModelError::Batch(format!("layer {l} shares but its source did not run"))
+                })?;
+                match &src.probs {
+                    Some(p) => ProbsSource::Reuse(p),
+                    None => {
+                        let src_layer = step.cache.plan().source_layer().unwrap_or(0);
+                        let keys = step.cache.keys(src_layer).ok_or_else(|| {
+                            ModelError::Batch("source layer holds no keys".into())
+                        })?;
+                        ProbsSource::Compute { q: &src.q, keys }
+                    }
+                }
+            };
+            seqs.push(SequenceAttention {
+                t,
+                start,
+                probs,
+                values: step.cache.values(l),
+                keep_probs: kept.as_deref_mut(),
+                out,
+            });
+        }
+        self.shape.attend(&mut seqs);
+        Ok(())
     }
 
     /// Final norm and LM head over only the rows whose logits were asked for.
@@ -292,10 +350,12 @@ impl EpasLlama {
         steps: &[SequenceStep<'_>],
         order: &[usize],
         offsets: &[usize],
-        x: &Tensor,
+        x: &[f32],
     ) -> Result<Vec<Option<Tensor>>> {
-        let mut rows: Vec<u32> = Vec::new();
+        let hidden = self.config().hidden_size;
+        let mut rows: Vec<f32> = Vec::new();
         let mut ranges = vec![None; steps.len()];
+        let mut count = 0;
         for (slot, &i) in order.iter().enumerate() {
             let (t, off) = (steps[i].tokens.len(), offsets[slot]);
             let wanted = match steps[i].logits {
@@ -303,17 +363,21 @@ impl EpasLlama {
                 Logits::Last => (off + t - 1)..(off + t),
                 Logits::All => off..(off + t),
             };
-            ranges[i] = Some((rows.len(), wanted.len()));
-            rows.extend(wanted.map(|r| r as u32));
+            ranges[i] = Some((count, wanted.len()));
+            count += wanted.len();
+            rows.extend_from_slice(&x[wanted.start * hidden..wanted.end * hidden]);
         }
-        if rows.is_empty() {
+        if count == 0 {
             return Ok(vec![None; steps.len()]);
         }
-        let count = rows.len();
-        let rows = Tensor::from_vec(rows, count, &self.device)?;
-        let x = x.index_select(&rows, 0)?;
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config().rms_norm_eps as f32)?;
-        let logits = self.lm_head.forward(&x)?;
+        let normed = rms_norm_rows(
+            &rows,
+            &to_vec(&self.norm)?,
+            self.config().rms_norm_eps as f32,
+        );
+        let logits = pop(&mut project(&normed, count, &[(&self.lm_head, count)])?)?;
+        let vocab = logits.len() / count;
+        let logits = Tensor::from_vec(logits, (count, vocab), &self.device)?;
         ranges
             .into_iter()
             .map(|r| {
@@ -340,6 +404,12 @@ impl EpasLlama {
             .flatten()
             .ok_or_else(|| ModelError::Batch("no logits returned".into()))
     }
+}
+
+fn pop(outputs: &mut Vec<Vec<f32>>) -> Result<Vec<f32>> {
+    outputs
+        .pop()
+        .ok_or_else(|| ModelError::Batch("a projection returned nothing".into()))
 }
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {

@@ -6,7 +6,7 @@ use half::f16;
 
 pub const QK: usize = 32;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(16))]
 pub struct BlockQ8_1 {
     pub qs: [i8; QK],
@@ -23,27 +23,29 @@ pub struct BlockQ8_1 {
 /// blocks, row after row.
 pub fn quantize_q8_1(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
     debug_assert_eq!(cols % QK, 0);
-    let mut out = Vec::with_capacity(x.len() / QK);
-    for block in x.chunks_exact(QK) {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut out = vec![BlockQ8_1::default(); x.len() / QK];
+    quantize_q8_1_into(x, &mut out);
+    out
+}
+
+/// [`quantize_q8_1`] into `out` (`x.len() / 32` blocks).
+pub fn quantize_q8_1_into(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (block, dst) in x.chunks_exact(QK).zip(out) {
+        let amax = block
+            .iter()
+            .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut qs = [0i8; QK];
         let mut sum = 0i32;
-        for (q, &v) in qs.iter_mut().zip(block) {
+        for (q, &v) in dst.qs.iter_mut().zip(block) {
             let r = (v * id).round_ties_even() as i32;
             *q = r as i8;
             sum += r;
         }
-        out.push(BlockQ8_1 {
-            qs,
-            d: f16::from_f32(d).to_f32(),
-            s: f16::from_f32(sum as f32 * d).to_f32(),
-            offset: -128 * sum,
-            _pad: 0,
-        });
+        dst.d = f16::from_f32(d).to_f32();
+        dst.s = f16::from_f32(sum as f32 * d).to_f32();
+        dst.offset = -128 * sum;
     }
-    out
 }
 
 #[cfg(test)]

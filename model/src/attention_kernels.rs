@@ -1,0 +1,202 @@
+//! Inner loops of attention over runs of contiguous cache rows. Head widths that are multiples
+//! of 16 get fixed-size code the compiler keeps in vector registers: four keys' dot products at
+//! once (independent accumulators instead of one latency-bound chain) and two value rows per
+//! step. Every key's arithmetic is the same whichever path handles it, so a row's result never
+//! depends on how rows are grouped.
+
+use crate::vector_ops::exp_approx;
+
+const LANES: usize = 16;
+
+/// Sum of 16 lanes as a fixed tree (vectorizes; same order everywhere).
+#[inline(always)]
+fn hsum(mut a: [f32; LANES]) -> f32 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            a[l] += a[l + w];
+        }
+        w /= 2;
+    }
+    a[0]
+}
+
+#[inline(always)]
+fn dot_lanes<const HD: usize>(q: &[f32; HD], k: &[f32]) -> [f32; LANES] {
+    let mut acc = [0f32; LANES];
+    for c in 0..HD / LANES {
+        for l in 0..LANES {
+            acc[l] += q[c * LANES + l] * k[c * LANES + l];
+        }
+    }
+    acc
+}
+
+/// `out[j] = scale * q . row_j[off..off + HD]` for the `out.len()` rows of `run` (`width` each).
+#[inline(always)]
+fn scores_fixed<const HD: usize>(
+    q: &[f32],
+    run: &[f32],
+    width: usize,
+    off: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let q: &[f32; HD] = q.try_into().expect("head width");
+    let key = |j: usize| &run[j * width + off..][..HD];
+    let mut j = 0;
+    while j + 4 <= out.len() {
+        let acc: [[f32; LANES]; 4] = std::array::from_fn(|r| dot_lanes(q, key(j + r)));
+        for (r, a) in acc.into_iter().enumerate() {
+            out[j + r] = hsum(a) * scale;
+        }
+        j += 4;
+    }
+    while j < out.len() {
+        out[j] = hsum(dot_lanes(q, key(j))) * scale;
+        j += 1;
+    }
+}
+
+fn scores_any(q: &[f32], run: &[f32], width: usize, off: usize, scale: f32, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        let k = &run[j * width + off..][..q.len()];
+        *o = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+    }
+}
+
+/// Scaled dot products of `q` (one head) with rows `off..off + q.len()` of a run of keys.
+pub fn scores(q: &[f32], run: &[f32], width: usize, off: usize, scale: f32, out: &mut [f32]) {
+    match q.len() {
+        64 => scores_fixed::<64>(q, run, width, off, scale, out),
+        128 => scores_fixed::<128>(q, run, width, off, scale, out),
+        32 => scores_fixed::<32>(q, run, width, off, scale, out),
+        _ => scores_any(q, run, width, off, scale, out),
+    }
+}
+
+#[inline(always)]
+fn apply_fixed<const HD: usize>(p: &[f32], run: &[f32], width: usize, off: usize, o: &mut [f32]) {
+    let value =
+        |j: usize| -> &[f32; HD] { run[j * width + off..][..HD].try_into().expect("width") };
+    let (mut a, mut b) = ([0f32; HD], [0f32; HD]);
+    let mut j = 0;
+    while j + 2 <= p.len() {
+        let (va, vb) = (value(j), value(j + 1));
+        for d in 0..HD {
+            a[d] += p[j] * va[d];
+            b[d] += p[j + 1] * vb[d];
+        }
+        j += 2;
+    }
+    if j < p.len() {
+        let v = value(j);
+        for d in 0..HD {
+            a[d] += p[j] * v[d];
+        }
+    }
+    for d in 0..HD {
+        o[d] += a[d] + b[d];
+    }
+}
+
+fn apply_any(p: &[f32], run: &[f32], width: usize, off: usize, o: &mut [f32]) {
+    let hd = o.len();
+    for (j, &pj) in p.iter().enumerate() {
+        for (od, v) in o.iter_mut().zip(&run[j * width + off..][..hd]) {
+            *od += pj * v;
+        }
+    }
+}
+
+/// `o += sum_j p[j] row_j[off..off + o.len()]` over the `p.len()` rows of a run of values.
+pub fn apply(p: &[f32], run: &[f32], width: usize, off: usize, o: &mut [f32]) {
+    match o.len() {
+        64 => apply_fixed::<64>(p, run, width, off, o),
+        128 => apply_fixed::<128>(p, run, width, off, o),
+        32 => apply_fixed::<32>(p, run, width, off, o),
+        _ => apply_any(p, run, width, off, o),
+    }
+}
+
+/// Softmax of a row of scores in place, with 16 partial maxima and sums.
+pub fn softmax_in_place(row: &mut [f32]) {
+    let mut max = [f32::NEG_INFINITY; LANES];
+    for chunk in row.chunks(LANES) {
+        for (m, &v) in max.iter_mut().zip(chunk) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max = max
+        .into_iter()
+        .fold(f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+    let mut sum = [0f32; LANES];
+    for chunk in row.chunks_mut(LANES) {
+        for (s, v) in sum.iter_mut().zip(chunk.iter_mut()) {
+            *v = exp_approx(*v - max);
+            *s += *v;
+        }
+    }
+    let inv = 1.0 / hsum(sum);
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::test_random::uniform as lcg;
+
+    #[test]
+    fn fixed_width_paths_match_plain_loops() {
+        let mut seed = 11;
+        for &hd in &[32usize, 64, 128, 48] {
+            for &n in &[1usize, 3, 4, 7, 33] {
+                let (width, off) = (hd * 3, hd);
+                let run: Vec<f32> = (0..n * width).map(|_| lcg(&mut seed)).collect();
+                let q: Vec<f32> = (0..hd).map(|_| lcg(&mut seed)).collect();
+                let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
+                scores(&q, &run, width, off, 0.125, &mut got);
+                scores_any(&q, &run, width, off, 0.125, &mut want);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-5, "{hd}/{n}: {g} vs {w}");
+                }
+                let (mut o, mut o_want) = (vec![0.5f32; hd], vec![0.5f32; hd]);
+                apply(&want, &run, width, off, &mut o);
+                apply_any(&want, &run, width, off, &mut o_want);
+                for (g, w) in o.iter().zip(&o_want) {
+                    assert!((g - w).abs() < 1e-5, "{hd}/{n}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_scores_the_same_in_a_group_of_four_and_alone() {
+        let mut seed = 5;
+        let run: Vec<f32> = (0..5 * 64).map(|_| lcg(&mut seed)).collect();
+        let q: Vec<f32> = (0..64).map(|_| lcg(&mut seed)).collect();
+        let mut all = vec![0f32; 5];
+        scores(&q, &run, 64, 0, 1.0, &mut all);
+        for j in 0..5 {
+            let mut one = [0f32];
+            scores(&q, &run[j * 64..], 64, 0, 1.0, &mut one);
+            assert_eq!(one[0], all[j]);
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 5.0).collect();
+        let before = row.clone();
+        softmax_in_place(&mut row);
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        let m = before.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let z: f32 = before.iter().map(|v| (v - m).exp()).sum();
+        for (p, v) in row.iter().zip(&before) {
+            assert!((p - (v - m).exp() / z).abs() < 1e-6);
+        }
+    }
+}
