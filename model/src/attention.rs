@@ -16,6 +16,9 @@ pub struct AttentionShape {
 /// Query rows per parallel task: long prompts split across threads, decode rows stay whole.
 const QUERY_CHUNK: usize = 32;
 
+/// Tasks per thread below which attention splits work by single heads.
+const TASKS_PER_THREAD: usize = 4;
+
 /// Where a sequence's attention probabilities come from.
 pub enum ProbsSource<'a> {
     /// `softmax(Q K^T / sqrt(d))` from `q` (`(t, heads * head_dim)`, post-RoPE) and `keys`
@@ -58,9 +61,19 @@ impl AttentionShape {
         self.num_heads * t * (start + t)
     }
 
-    /// Causal attention of every sequence, in one parallel region of (sequence, head, query
-    /// chunk) tasks. Each output value depends only on its own sequence.
+    /// Causal attention of every sequence, in one parallel region of (sequence, heads, query
+    /// chunk) tasks. A task takes all query heads of one K/V head when there are enough tasks
+    /// to keep the threads busy (each key and value row then comes from memory once and from
+    /// cache for the other heads), single heads otherwise. Each output value depends only on
+    /// its own sequence.
     pub fn attend(&self, seqs: &mut [SequenceAttention<'_>]) {
+        let chunks: usize = seqs.iter().map(|s| s.t.div_ceil(QUERY_CHUNK)).sum();
+        let heads_per_task =
+            if chunks * self.num_kv_heads >= TASKS_PER_THREAD * SpinPool::global().threads() {
+                self.group()
+            } else {
+                1
+            };
         let mut tasks = Vec::new();
         for (s, seq) in seqs.iter().enumerate() {
             assert_eq!(
@@ -75,7 +88,7 @@ impl AttentionShape {
             if let Some(keep) = &seq.keep_probs {
                 assert_eq!(keep.len(), self.probs_len(seq.t, seq.start));
             }
-            for h in 0..self.num_heads {
+            for h in (0..self.num_heads).step_by(heads_per_task) {
                 for i0 in (0..seq.t).step_by(QUERY_CHUNK) {
                     tasks.push((s, h, i0, (i0 + QUERY_CHUNK).min(seq.t)));
                 }
@@ -90,43 +103,56 @@ impl AttentionShape {
             .collect();
         let (seqs, ptrs, tasks) = (&*seqs, &ptrs, &tasks);
         SpinPool::global().run(tasks.len(), &|task| {
-            let (s, h, i0, i1) = tasks[task];
-            let seq = &seqs[s];
-            let total = seq.start + seq.t;
-            let rows = i1 - i0;
-            let mut scratch = Vec::new();
-            let probs: &[f32] = match &seq.probs {
-                ProbsSource::Reuse(p) => &p[(h * seq.t + i0) * total..(h * seq.t + i1) * total],
-                ProbsSource::Compute { q, keys } => {
-                    let dst: &mut [f32] = match &ptrs[s].1 {
-                        // SAFETY: rows i0..i1 of head h in P belong to this task only.
-                        Some(keep) => unsafe {
-                            std::slice::from_raw_parts_mut(
-                                keep.0.add((h * seq.t + i0) * total),
-                                rows * total,
-                            )
-                        },
-                        None => {
-                            scratch.resize(rows * total, 0f32);
-                            &mut scratch
-                        }
-                    };
-                    self.head_probs(q, keys, seq.start, h, i0..i1, dst);
-                    dst
-                }
-            };
-            for (r, i) in (i0..i1).enumerate() {
-                let p = &probs[r * total..][..seq.start + i + 1];
-                // SAFETY: columns of head h in output row i belong to this task only.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        ptrs[s].0 .0.add(i * self.q_dim() + h * self.head_dim),
-                        self.head_dim,
-                    )
-                };
-                self.head_apply(p, &seq.values, h, out);
+            let (s, h0, i0, i1) = tasks[task];
+            for h in h0..h0 + heads_per_task {
+                self.head_task(&seqs[s], &ptrs[s], h, i0, i1);
             }
         });
+    }
+
+    /// Head `h` of query rows `i0..i1` of one sequence.
+    fn head_task(
+        &self,
+        seq: &SequenceAttention<'_>,
+        ptrs: &(SendPtr, Option<SendPtr>),
+        h: usize,
+        i0: usize,
+        i1: usize,
+    ) {
+        let total = seq.start + seq.t;
+        let rows = i1 - i0;
+        let mut scratch = Vec::new();
+        let probs: &[f32] = match &seq.probs {
+            ProbsSource::Reuse(p) => &p[(h * seq.t + i0) * total..(h * seq.t + i1) * total],
+            ProbsSource::Compute { q, keys } => {
+                let dst: &mut [f32] = match &ptrs.1 {
+                    // SAFETY: rows i0..i1 of head h in P belong to this task only.
+                    Some(keep) => unsafe {
+                        std::slice::from_raw_parts_mut(
+                            keep.0.add((h * seq.t + i0) * total),
+                            rows * total,
+                        )
+                    },
+                    None => {
+                        scratch.resize(rows * total, 0f32);
+                        &mut scratch
+                    }
+                };
+                self.head_probs(q, keys, seq.start, h, i0..i1, dst);
+                dst
+            }
+        };
+        for (r, i) in (i0..i1).enumerate() {
+            let p = &probs[r * total..][..seq.start + i + 1];
+            // SAFETY: columns of head h in output row i belong to this task only.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(
+                    ptrs.0 .0.add(i * self.q_dim() + h * self.head_dim),
+                    self.head_dim,
+                )
+            };
+            self.head_apply(p, &seq.values, h, out);
+        }
     }
 
     /// Rows `queries` of head `h`'s probabilities into `dst` (`queries.len()` rows of
