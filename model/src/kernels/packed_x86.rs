@@ -170,3 +170,29 @@ pub unsafe fn tile_avx2<const R: usize>(
     }
     out
 }
+
+/// [`super::q8::quantize_scalar`] with 512-bit vectors: the same multiplier, the conversion
+/// rounds half to even like `round_ties_even`, so the blocks are bit-identical.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[target_feature(enable = "avx512f,f16c")]
+pub unsafe fn quantize_avx512(x: &[f32], out: &mut [BlockQ8_1]) {
+    use half::f16;
+    for (block, dst) in x.chunks_exact(32).zip(out) {
+        let v0 = _mm512_loadu_ps(block.as_ptr());
+        let v1 = _mm512_loadu_ps(block.as_ptr().add(16));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
+        let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        let qs = dst.qs.as_mut_ptr() as *mut __m128i;
+        _mm_storeu_si128(qs, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128(qs.add(1), _mm512_cvtepi32_epi8(q1));
+        dst.d = f16::from_f32(d).to_f32();
+        dst.s = f16::from_f32(sum as f32 * d).to_f32();
+        dst.offset = -128 * sum;
+    }
+}

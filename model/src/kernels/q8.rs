@@ -30,6 +30,17 @@ pub fn quantize_q8_1(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
 
 /// [`quantize_q8_1`] into `out` (`x.len() / 32` blocks).
 pub fn quantize_q8_1_into(x: &[f32], out: &mut [BlockQ8_1]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::kernel_level() == super::KernelLevel::Avx512Vnni {
+        // SAFETY: the level was chosen by run-time feature detection.
+        unsafe { super::packed_x86::quantize_avx512(x, out) };
+        return;
+    }
+    quantize_scalar(x, out);
+}
+
+/// The reference quantizer.
+pub(crate) fn quantize_scalar(x: &[f32], out: &mut [BlockQ8_1]) {
     for (block, dst) in x.chunks_exact(QK).zip(out) {
         let amax = block
             .iter()
@@ -66,6 +77,28 @@ mod tests {
             let sum: i32 = b.qs.iter().map(|&v| v as i32).sum();
             assert!((b.s - sum as f32 * b.d).abs() < 1e-2);
             assert_eq!(b.offset, -128 * sum);
+        }
+    }
+
+    #[test]
+    fn every_level_quantizes_to_the_same_bits() {
+        let mut seed = 1u64;
+        let mut x: Vec<f32> = (0..32 * 40)
+            .map(|i| crate::test_random::uniform(&mut seed) * (1 + i % 7) as f32)
+            .collect();
+        x[32..64].fill(0.0);
+        x[64..96]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as f32 - 15.5);
+        let mut want = vec![BlockQ8_1::default(); 40];
+        quantize_scalar(&x, &mut want);
+        let got = quantize_q8_1(&x, 32 * 4);
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(
+                (g.qs, g.d.to_bits(), g.s.to_bits(), g.offset),
+                (w.qs, w.d.to_bits(), w.s.to_bits(), w.offset)
+            );
         }
     }
 }
