@@ -32,6 +32,21 @@ done
 # Only c=16 here: the full sweep recorded in BENCHMARKS.md by bench-peers.sh stays as it is.
 BENCH_PEERS_RECORD=0 bash scripts/bench-peers.sh 16 "$threads" 2 > "$out/peers.log" 2>&1
 
+# Ratio 0 against a build without the sharing machinery (`--features no-sharing`: plans
+# ignored, every layer computes Q/K), interleaved round by round.
+cargo build --release --quiet --features no-sharing --bin epas
+cp target/release/epas "$out/epas-no-sharing"
+cargo build --release --quiet --bin epas
+: > "$out/machinery.jsonl"
+for _ in $(seq "$repeats"); do
+  for bin in "$out/epas-no-sharing" ./target/release/epas; do
+    "$bin" --threads "$threads" bench --model "$model" --prompt-tokens 512 --gen-tokens 128 \
+      --ratios 0 --repeats 1 --json 2>/dev/null |
+      python3 -c 'import json,sys; r=json.load(sys.stdin)[0]; r["bin"]=sys.argv[1]; print(json.dumps(r))' "$(basename "$bin")" \
+      >> "$out/machinery.jsonl"
+  done
+done
+
 python3 - "$out" "$threads" "$repeats" > "$out/report.md" <<'PY'
 import json, sys
 out, threads, repeats = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -68,6 +83,28 @@ for ctx in (512, 2048):
         an = analytic(ctx, prefill)
         print(f"| {phase} | {ctx} | {a:.1f} | {b:.1f} | {saved:.1%} | {an:.1%} | {saved / an:.0%} |")
 print()
+PY
+python3 - "$out" "$repeats" >> "$out/report.md" <<'PY'
+import json, statistics, sys
+out, repeats = sys.argv[1], sys.argv[2]
+rows = [json.loads(l) for l in open(f"{out}/machinery.jsonl")]
+print(f"### Ratio 0 against a build without the sharing machinery (median of {repeats} interleaved rounds)\n")
+print("`cargo build --release --features no-sharing` ignores sharing plans: every layer computes Q/K,")
+print("no ordering by sharing depth, no probabilities kept. Same prompt (512) and decode (128) as above.\n")
+print("| build | prefill 512 tok/s (min-max) | decode 128 tok/s (min-max) |")
+print("|---|---|---|")
+med = {}
+for name, label in (("epas-no-sharing", "without sharing machinery"), ("epas", "epas (ratio 0)")):
+    sel = [r for r in rows if r["bin"] == name]
+    cells = []
+    for key in ("prefill_tokens_per_second", "decode_tokens_per_second"):
+        v = [r[key] for r in sel]
+        med[(name, key)] = statistics.median(v)
+        cells.append(f"{statistics.median(v):.1f} ({min(v):.0f}-{max(v):.0f})")
+    print(f"| {label} | {cells[0]} | {cells[1]} |")
+p = med[("epas", "prefill_tokens_per_second")] / med[("epas-no-sharing", "prefill_tokens_per_second")]
+d = med[("epas", "decode_tokens_per_second")] / med[("epas-no-sharing", "decode_tokens_per_second")]
+print(f"| epas / without | {p:.3f}x | {d:.3f}x |\n")
 PY
 python3 - >> "$out/report.md" <<'PY'
 rows = [l.split("|") for l in open("target/bench-peers/peers.md") if "| c=16 |" in l]

@@ -12,6 +12,11 @@ use crate::linear::{project, Embedding, Linear};
 use crate::rope::RopeTable;
 use crate::vector_ops::{add_in_place, rms_norm_rows, silu_mul_in_place};
 
+/// False in builds with the `no-sharing` feature: the forward then ignores sharing plans (every
+/// layer computes Q/K for every sequence), which measures what the sharing machinery costs at
+/// ratio 0. Never used for serving.
+const SHARING: bool = !cfg!(feature = "no-sharing");
+
 /// Weights of one decoder layer.
 #[derive(Debug, Clone)]
 pub struct DecoderLayer {
@@ -199,7 +204,9 @@ impl EpasLlama {
         let eps = c.rms_norm_eps as f32;
         // Shallow sharing first: rows computing Q/K at any layer are then a prefix.
         let mut order: Vec<usize> = (0..steps.len()).collect();
-        order.sort_by_key(|&i| steps[i].cache.plan().sharing_layers());
+        if SHARING {
+            order.sort_by_key(|&i| steps[i].cache.plan().sharing_layers());
+        }
         let mut offsets = Vec::with_capacity(order.len());
         let mut ids = Vec::new();
         for &i in &order {
@@ -213,10 +220,14 @@ impl EpasLlama {
 
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm_rows(&x, &to_vec(&layer.attn_norm)?, eps);
-            let computing = order
-                .iter()
-                .take_while(|&&i| steps[i].cache.plan().computes(l))
-                .count();
+            let computing = if SHARING {
+                order
+                    .iter()
+                    .take_while(|&&i| steps[i].cache.plan().computes(l))
+                    .count()
+            } else {
+                order.len()
+            };
             let n_compute = if computing == order.len() {
                 n
             } else {
@@ -251,7 +262,7 @@ impl EpasLlama {
                         }
                         SharedAttention::Recompute => false,
                     };
-                    if reuse && step.cache.plan().source_layer() == Some(l) {
+                    if SHARING && reuse && step.cache.plan().source_layer() == Some(l) {
                         kept = Some(vec![0f32; probs_len]);
                     }
                 } else {
@@ -264,7 +275,7 @@ impl EpasLlama {
                 steps, &order, &offsets, l, computing, &q, &source, &mut keep, &mut attn,
             )?;
             for (slot, &i) in order.iter().enumerate().take(computing) {
-                if steps[i].cache.plan().source_layer() == Some(l) {
+                if SHARING && steps[i].cache.plan().source_layer() == Some(l) {
                     let (t, off) = (steps[i].tokens.len(), offsets[slot]);
                     source[i] = Some(SourceActivations {
                         q: q[off * q_dim..(off + t) * q_dim].to_vec(),
