@@ -187,7 +187,8 @@ fn metrics_count_tokens_per_ratio() {
     );
     assert_eq!(
         s.metric("epas_kv_cache_bytes_per_token{sharing_ratio=\"0.50\"}"),
-        Some(34560.0)
+        Some(17280.0),
+        "45 of 60 K/V rows per token, 192 f16 values each (the default --kv-cache-dtype)"
     );
     let text = s.metrics();
     for name in [

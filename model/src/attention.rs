@@ -196,6 +196,7 @@ impl AttentionShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv_cache::KvSlice;
 
     use crate::test_random::uniform as lcg;
 
@@ -249,49 +250,72 @@ mod tests {
             let q: Vec<f32> = (0..t * heads * hd).map(|_| lcg(&mut seed)).collect();
             let k: Vec<f32> = (0..total * kv_heads * hd).map(|_| lcg(&mut seed)).collect();
             let v: Vec<f32> = (0..total * kv_heads * hd).map(|_| lcg(&mut seed)).collect();
-            // Keys in one buffer, values in blocks of 4 rows: both layouts must agree.
+            // Keys in one buffer, values in blocks of 4 rows: both layouts must agree. The f16
+            // cache must match the reference on the same rounded values.
             let kv = kv_heads * hd;
-            let keys = Rows::contiguous(&k, kv);
-            let values = Rows {
-                chunks: v.chunks(4 * kv).collect(),
-                rows_per_chunk: 4,
-                width: kv,
+            let round = |x: &[f32]| -> Vec<half::f16> {
+                x.iter().map(|&v| half::f16::from_f32(v)).collect()
             };
-            let mut p = vec![0f32; s.probs_len(t, start)];
-            let mut got = vec![0f32; t * heads * hd];
-            s.attend(&mut [SequenceAttention {
-                t,
-                start,
-                probs: ProbsSource::Compute { q: &q, keys },
-                values: values.clone(),
-                keep_probs: Some(&mut p),
-                out: &mut got,
-            }]);
-            // Sharing layers apply the kept probabilities: the same output.
-            let mut reused = vec![0f32; t * heads * hd];
-            s.attend(&mut [SequenceAttention {
-                t,
-                start,
-                probs: ProbsSource::Reuse(&p),
-                values,
-                keep_probs: None,
-                out: &mut reused,
-            }]);
-            assert_eq!(got, reused);
-            let want = reference(&s, &q, &k, &v, start);
-            let max = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                max < 1e-5,
-                "max diff {max} for {heads}/{kv_heads}/{hd}/{start}/{t}"
-            );
-            // Each probability row sums to 1 over the visible positions.
-            for row in p.chunks(total) {
-                let sum: f32 = row.iter().sum();
-                assert!((sum - 1.0).abs() < 1e-5);
+            let (k16, v16) = (round(&k), round(&v));
+            let widen = |x: &[half::f16]| -> Vec<f32> { x.iter().map(|v| v.to_f32()).collect() };
+            let (k_rounded, v_rounded) = (widen(&k16), widen(&v16));
+            let cases = [
+                (
+                    KvSlice::F32(&k),
+                    v.chunks(4 * kv).map(KvSlice::F32).collect::<Vec<_>>(),
+                    &k,
+                    &v,
+                ),
+                (
+                    KvSlice::F16(&k16),
+                    v16.chunks(4 * kv).map(KvSlice::F16).collect(),
+                    &k_rounded,
+                    &v_rounded,
+                ),
+            ];
+            for (keys, value_chunks, k_ref, v_ref) in cases {
+                let keys = Rows::contiguous(keys, kv);
+                let values = Rows {
+                    chunks: value_chunks,
+                    rows_per_chunk: 4,
+                    width: kv,
+                };
+                let mut p = vec![0f32; s.probs_len(t, start)];
+                let mut got = vec![0f32; t * heads * hd];
+                s.attend(&mut [SequenceAttention {
+                    t,
+                    start,
+                    probs: ProbsSource::Compute { q: &q, keys },
+                    values: values.clone(),
+                    keep_probs: Some(&mut p),
+                    out: &mut got,
+                }]);
+                // Sharing layers apply the kept probabilities: the same output.
+                let mut reused = vec![0f32; t * heads * hd];
+                s.attend(&mut [SequenceAttention {
+                    t,
+                    start,
+                    probs: ProbsSource::Reuse(&p),
+                    values,
+                    keep_probs: None,
+                    out: &mut reused,
+                }]);
+                assert_eq!(got, reused);
+                let want = reference(&s, &q, k_ref, v_ref, start);
+                let max = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    max < 1e-5,
+                    "max diff {max} for {heads}/{kv_heads}/{hd}/{start}/{t}"
+                );
+                // Each probability row sums to 1 over the visible positions.
+                for row in p.chunks(total) {
+                    let sum: f32 = row.iter().sum();
+                    assert!((sum - 1.0).abs() < 1e-5);
+                }
             }
         }
     }

@@ -2,8 +2,12 @@
 //! of 16 get fixed-size code the compiler keeps in vector registers: four keys' dot products at
 //! once (independent accumulators instead of one latency-bound chain) and two value rows per
 //! step. Every key's arithmetic is the same whichever path handles it, so a row's result never
-//! depends on how rows are grouped.
+//! depends on how rows are grouped. f16 rows are widened to f32 first (`vcvtph2ps` where the
+//! build targets F16C), then take the f32 path's arithmetic.
 
+use half::f16;
+
+use crate::kv_cache::KvSlice;
 use crate::vector_ops::exp_approx;
 
 const LANES: usize = 16;
@@ -32,57 +36,100 @@ fn dot_lanes<const HD: usize>(q: &[f32; HD], k: &[f32]) -> [f32; LANES] {
     acc
 }
 
-/// `out[j] = scale * q . row_j[off..off + HD]` for the `out.len()` rows of `run` (`width` each).
+/// Row `j`'s values `off..off + HD` as f32.
+#[inline(always)]
+fn load_f32<const HD: usize>(run: &[f32], width: usize, off: usize, j: usize) -> [f32; HD] {
+    run[j * width + off..][..HD].try_into().expect("head width")
+}
+
+#[inline(always)]
+fn load_f16<const HD: usize>(run: &[f16], width: usize, off: usize, j: usize) -> [f32; HD] {
+    widen(&run[j * width + off..][..HD])
+}
+
+/// f16 to f32, eight at a time with F16C when the build targets it.
+#[inline(always)]
+fn widen<const HD: usize>(src: &[f16]) -> [f32; HD] {
+    let mut out = [0f32; HD];
+    #[cfg(all(target_arch = "x86_64", target_feature = "f16c"))]
+    if HD.is_multiple_of(8) && src.len() >= HD {
+        use std::arch::x86_64::*;
+        for c in 0..HD / 8 {
+            // SAFETY: the build targets F16C; `src` holds HD values, `out` HD floats.
+            unsafe {
+                let v = _mm_loadu_si128(src.as_ptr().add(c * 8) as *const __m128i);
+                _mm256_storeu_ps(out.as_mut_ptr().add(c * 8), _mm256_cvtph_ps(v));
+            }
+        }
+        return out;
+    }
+    for (o, s) in out.iter_mut().zip(src) {
+        *o = s.to_f32();
+    }
+    out
+}
+
+/// `out[j] = scale * q . row(j)` for the `out.len()` rows that `row` loads.
 #[inline(always)]
 fn scores_fixed<const HD: usize>(
     q: &[f32],
-    run: &[f32],
-    width: usize,
-    off: usize,
+    row: impl Fn(usize) -> [f32; HD],
     scale: f32,
     out: &mut [f32],
 ) {
     let q: &[f32; HD] = q.try_into().expect("head width");
-    let key = |j: usize| &run[j * width + off..][..HD];
     let mut j = 0;
     while j + 4 <= out.len() {
-        let acc: [[f32; LANES]; 4] = std::array::from_fn(|r| dot_lanes(q, key(j + r)));
+        let acc: [[f32; LANES]; 4] = std::array::from_fn(|r| dot_lanes(q, &row(j + r)));
         for (r, a) in acc.into_iter().enumerate() {
             out[j + r] = hsum(a) * scale;
         }
         j += 4;
     }
     while j < out.len() {
-        out[j] = hsum(dot_lanes(q, key(j))) * scale;
+        out[j] = hsum(dot_lanes(q, &row(j))) * scale;
         j += 1;
     }
 }
 
-fn scores_any(q: &[f32], run: &[f32], width: usize, off: usize, scale: f32, out: &mut [f32]) {
+fn scores_any(q: &[f32], run: KvSlice<'_>, width: usize, off: usize, scale: f32, out: &mut [f32]) {
     for (j, o) in out.iter_mut().enumerate() {
-        let k = &run[j * width + off..][..q.len()];
-        *o = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+        let k = run
+            .slice(j * width + off..j * width + off + q.len())
+            .to_f32();
+        *o = q.iter().zip(&k).map(|(a, b)| a * b).sum::<f32>() * scale;
     }
 }
 
-/// Scaled dot products of `q` (one head) with rows `off..off + q.len()` of a run of keys.
-pub fn scores(q: &[f32], run: &[f32], width: usize, off: usize, scale: f32, out: &mut [f32]) {
+/// Scaled dot products of `q` (one head) with values `off..off + q.len()` of the rows of a run
+/// of keys (`width` values per row).
+pub fn scores(q: &[f32], run: KvSlice<'_>, width: usize, off: usize, scale: f32, out: &mut [f32]) {
+    macro_rules! fixed {
+        ($hd:literal) => {
+            match run {
+                KvSlice::F32(r) => {
+                    scores_fixed::<$hd>(q, |j| load_f32(r, width, off, j), scale, out)
+                }
+                KvSlice::F16(r) => {
+                    scores_fixed::<$hd>(q, |j| load_f16(r, width, off, j), scale, out)
+                }
+            }
+        };
+    }
     match q.len() {
-        64 => scores_fixed::<64>(q, run, width, off, scale, out),
-        128 => scores_fixed::<128>(q, run, width, off, scale, out),
-        32 => scores_fixed::<32>(q, run, width, off, scale, out),
+        64 => fixed!(64),
+        128 => fixed!(128),
+        32 => fixed!(32),
         _ => scores_any(q, run, width, off, scale, out),
     }
 }
 
 #[inline(always)]
-fn apply_fixed<const HD: usize>(p: &[f32], run: &[f32], width: usize, off: usize, o: &mut [f32]) {
-    let value =
-        |j: usize| -> &[f32; HD] { run[j * width + off..][..HD].try_into().expect("width") };
+fn apply_fixed<const HD: usize>(p: &[f32], row: impl Fn(usize) -> [f32; HD], o: &mut [f32]) {
     let (mut a, mut b) = ([0f32; HD], [0f32; HD]);
     let mut j = 0;
     while j + 2 <= p.len() {
-        let (va, vb) = (value(j), value(j + 1));
+        let (va, vb) = (row(j), row(j + 1));
         for d in 0..HD {
             a[d] += p[j] * va[d];
             b[d] += p[j + 1] * vb[d];
@@ -90,7 +137,7 @@ fn apply_fixed<const HD: usize>(p: &[f32], run: &[f32], width: usize, off: usize
         j += 2;
     }
     if j < p.len() {
-        let v = value(j);
+        let v = row(j);
         for d in 0..HD {
             a[d] += p[j] * v[d];
         }
@@ -100,21 +147,30 @@ fn apply_fixed<const HD: usize>(p: &[f32], run: &[f32], width: usize, off: usize
     }
 }
 
-fn apply_any(p: &[f32], run: &[f32], width: usize, off: usize, o: &mut [f32]) {
+fn apply_any(p: &[f32], run: KvSlice<'_>, width: usize, off: usize, o: &mut [f32]) {
     let hd = o.len();
     for (j, &pj) in p.iter().enumerate() {
-        for (od, v) in o.iter_mut().zip(&run[j * width + off..][..hd]) {
+        let v = run.slice(j * width + off..j * width + off + hd).to_f32();
+        for (od, v) in o.iter_mut().zip(&v) {
             *od += pj * v;
         }
     }
 }
 
 /// `o += sum_j p[j] row_j[off..off + o.len()]` over the `p.len()` rows of a run of values.
-pub fn apply(p: &[f32], run: &[f32], width: usize, off: usize, o: &mut [f32]) {
+pub fn apply(p: &[f32], run: KvSlice<'_>, width: usize, off: usize, o: &mut [f32]) {
+    macro_rules! fixed {
+        ($hd:literal) => {
+            match run {
+                KvSlice::F32(r) => apply_fixed::<$hd>(p, |j| load_f32(r, width, off, j), o),
+                KvSlice::F16(r) => apply_fixed::<$hd>(p, |j| load_f16(r, width, off, j), o),
+            }
+        };
+    }
     match o.len() {
-        64 => apply_fixed::<64>(p, run, width, off, o),
-        128 => apply_fixed::<128>(p, run, width, off, o),
-        32 => apply_fixed::<32>(p, run, width, off, o),
+        64 => fixed!(64),
+        128 => fixed!(128),
+        32 => fixed!(32),
         _ => apply_any(p, run, width, off, o),
     }
 }
@@ -157,17 +213,24 @@ mod tests {
                 let (width, off) = (hd * 3, hd);
                 let run: Vec<f32> = (0..n * width).map(|_| lcg(&mut seed)).collect();
                 let q: Vec<f32> = (0..hd).map(|_| lcg(&mut seed)).collect();
-                let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
-                scores(&q, &run, width, off, 0.125, &mut got);
-                scores_any(&q, &run, width, off, 0.125, &mut want);
-                for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() < 1e-5, "{hd}/{n}: {g} vs {w}");
-                }
-                let (mut o, mut o_want) = (vec![0.5f32; hd], vec![0.5f32; hd]);
-                apply(&want, &run, width, off, &mut o);
-                apply_any(&want, &run, width, off, &mut o_want);
-                for (g, w) in o.iter().zip(&o_want) {
-                    assert!((g - w).abs() < 1e-5, "{hd}/{n}: {g} vs {w}");
+                let half: Vec<f16> = run.iter().map(|&v| f16::from_f32(v)).collect();
+                let rounded: Vec<f32> = half.iter().map(|v| v.to_f32()).collect();
+                for (stored, exact) in [
+                    (KvSlice::F32(&run), KvSlice::F32(&run)),
+                    (KvSlice::F16(&half), KvSlice::F32(&rounded)),
+                ] {
+                    let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
+                    scores(&q, stored, width, off, 0.125, &mut got);
+                    scores_any(&q, exact, width, off, 0.125, &mut want);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() < 1e-5, "{hd}/{n}: {g} vs {w}");
+                    }
+                    let (mut o, mut o_want) = (vec![0.5f32; hd], vec![0.5f32; hd]);
+                    apply(&want, stored, width, off, &mut o);
+                    apply_any(&want, exact, width, off, &mut o_want);
+                    for (g, w) in o.iter().zip(&o_want) {
+                        assert!((g - w).abs() < 1e-5, "{hd}/{n}: {g} vs {w}");
+                    }
                 }
             }
         }
@@ -178,12 +241,15 @@ mod tests {
         let mut seed = 5;
         let run: Vec<f32> = (0..5 * 64).map(|_| lcg(&mut seed)).collect();
         let q: Vec<f32> = (0..64).map(|_| lcg(&mut seed)).collect();
-        let mut all = vec![0f32; 5];
-        scores(&q, &run, 64, 0, 1.0, &mut all);
-        for j in 0..5 {
-            let mut one = [0f32];
-            scores(&q, &run[j * 64..], 64, 0, 1.0, &mut one);
-            assert_eq!(one[0], all[j]);
+        let half: Vec<f16> = run.iter().map(|&v| f16::from_f32(v)).collect();
+        for stored in [KvSlice::F32(&run), KvSlice::F16(&half)] {
+            let mut all = vec![0f32; 5];
+            scores(&q, stored, 64, 0, 1.0, &mut all);
+            for j in 0..5 {
+                let mut one = [0f32];
+                scores(&q, stored.slice(j * 64..(j + 1) * 64), 64, 0, 1.0, &mut one);
+                assert_eq!(one[0], all[j]);
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{ModelError, Result};
-use crate::kv_cache::SequenceCache;
+use crate::kv_cache::kv_bytes_per_token;
 use crate::model::EpasLlama;
 use crate::sharing::SharingPlan;
 
@@ -72,7 +72,7 @@ pub fn perplexity(
         perplexity: (nll / scored as f64).exp(),
         scored_tokens: scored,
         tokens_per_second: processed as f64 / seconds,
-        kv_cache_bytes_per_token: SequenceCache::bytes_per_token(model.config(), &plan),
+        kv_cache_bytes_per_token: kv_bytes_per_token(model.config(), &plan, model.kv_dtype()),
     })
 }
 

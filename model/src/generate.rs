@@ -49,10 +49,11 @@ pub fn generate(
             context,
         });
     }
-    let mut cache = SequenceCache::with_capacity(
+    let mut cache = SequenceCache::with_dtype(
         model.config(),
         plan,
         (prompt.len() + max_tokens).min(context),
+        model.kv_dtype(),
     );
     let mut sampler = Sampler::new(sampling);
     let mut tokens = Vec::new();

@@ -4,19 +4,20 @@
 
 use crate::config::LlamaConfig;
 use crate::error::Result;
+pub use crate::kv_buffer::{KvBuffer, KvDtype, KvSlice};
 use crate::sharing::SharingPlan;
 
 /// Rows of one layer's K or V: chunks of whole rows, every chunk but the last holding exactly
-/// `rows_per_chunk` rows of `width` floats.
+/// `rows_per_chunk` rows of `width` values.
 #[derive(Debug, Clone)]
 pub struct Rows<'a> {
-    pub chunks: Vec<&'a [f32]>,
+    pub chunks: Vec<KvSlice<'a>>,
     pub rows_per_chunk: usize,
     pub width: usize,
 }
 
 impl<'a> Rows<'a> {
-    pub fn contiguous(data: &'a [f32], width: usize) -> Self {
+    pub fn contiguous(data: KvSlice<'a>, width: usize) -> Self {
         Self {
             chunks: vec![data],
             rows_per_chunk: usize::MAX,
@@ -27,31 +28,15 @@ impl<'a> Rows<'a> {
     /// Calls `f(j, rows)` for rows `0..count` in order, each call with a contiguous run of
     /// whole rows starting at row `j`.
     #[inline]
-    pub fn for_each_run(&self, count: usize, mut f: impl FnMut(usize, &'a [f32])) {
+    pub fn for_each_run(&self, count: usize, mut f: impl FnMut(usize, KvSlice<'a>)) {
         let mut j = 0;
         for chunk in &self.chunks {
             if j == count {
                 return;
             }
             let n = (chunk.len() / self.width).min(count - j);
-            f(j, &chunk[..n * self.width]);
+            f(j, chunk.slice(0..n * self.width));
             j += n;
-        }
-        debug_assert_eq!(j, count, "fewer rows cached than attended");
-    }
-
-    /// Calls `f(j, row)` for rows `0..count` in order.
-    #[inline]
-    pub fn for_each(&self, count: usize, mut f: impl FnMut(usize, &'a [f32])) {
-        let mut j = 0;
-        for chunk in &self.chunks {
-            for row in chunk.chunks_exact(self.width) {
-                if j == count {
-                    return;
-                }
-                f(j, row);
-                j += 1;
-            }
         }
         debug_assert_eq!(j, count, "fewer rows cached than attended");
     }
@@ -80,10 +65,10 @@ pub trait KvCache: Send {
     fn rollback(&mut self);
 }
 
-/// Bytes of K/V a sequence under `plan` holds per token with f32 storage.
-pub fn kv_bytes_per_token(config: &LlamaConfig, plan: &SharingPlan) -> usize {
+/// Bytes of K/V a sequence under `plan` holds per token.
+pub fn kv_bytes_per_token(config: &LlamaConfig, plan: &SharingPlan, dtype: KvDtype) -> usize {
     let compute = plan.num_layers() - plan.sharing_layers();
-    (compute + plan.num_layers()) * config.kv_dim() * std::mem::size_of::<f32>()
+    (compute + plan.num_layers()) * config.kv_dim() * dtype.size()
 }
 
 /// K and V rows of one sequence, `kv_dim` floats per position and layer. Sharing layers keep no
@@ -93,8 +78,8 @@ pub struct SequenceCache {
     plan: SharingPlan,
     kv_dim: usize,
     len: usize,
-    keys: Vec<Option<Vec<f32>>>,
-    values: Vec<Vec<f32>>,
+    keys: Vec<Option<KvBuffer>>,
+    values: Vec<KvBuffer>,
 }
 
 impl SequenceCache {
@@ -102,15 +87,28 @@ impl SequenceCache {
         Self::with_capacity(config, plan, 0)
     }
 
-    /// A cache with room for `tokens` positions before it reallocates.
+    /// An f32 cache with room for `tokens` positions before it reallocates.
     pub fn with_capacity(config: &LlamaConfig, plan: SharingPlan, tokens: usize) -> Self {
+        Self::with_dtype(config, plan, tokens, KvDtype::F32)
+    }
+
+    /// A cache storing `dtype` with room for `tokens` positions before it reallocates.
+    pub fn with_dtype(
+        config: &LlamaConfig,
+        plan: SharingPlan,
+        tokens: usize,
+        dtype: KvDtype,
+    ) -> Self {
         let kv_dim = config.kv_dim();
         let cap = tokens * kv_dim;
         let keys = (0..config.num_layers)
-            .map(|l| plan.computes(l).then(|| Vec::with_capacity(cap)))
+            .map(|l| {
+                plan.computes(l)
+                    .then(|| KvBuffer::with_capacity(dtype, cap))
+            })
             .collect();
         let values = (0..config.num_layers)
-            .map(|_| Vec::with_capacity(cap))
+            .map(|_| KvBuffer::with_capacity(dtype, cap))
             .collect();
         Self {
             plan,
@@ -121,16 +119,14 @@ impl SequenceCache {
         }
     }
 
-    /// Bytes the cache needs per token for `plan` (f32 storage).
-    pub fn bytes_per_token(config: &LlamaConfig, plan: &SharingPlan) -> usize {
-        kv_bytes_per_token(config, plan)
-    }
-
     /// Bytes held by cached positions.
     pub fn bytes(&self) -> usize {
-        let floats: usize = self.keys.iter().flatten().map(Vec::len).sum::<usize>()
-            + self.values.iter().map(Vec::len).sum::<usize>();
-        floats * std::mem::size_of::<f32>()
+        self.keys
+            .iter()
+            .flatten()
+            .map(KvBuffer::bytes)
+            .sum::<usize>()
+            + self.values.iter().map(KvBuffer::bytes).sum::<usize>()
     }
 
     /// Whether layer `layer` stores keys.
@@ -162,19 +158,19 @@ impl KvCache for SequenceCache {
     fn append(&mut self, layer: usize, keys: Option<&[f32]>, values: &[f32]) {
         debug_assert_eq!(values.len() % self.kv_dim, 0);
         if let (Some(dst), Some(src)) = (self.keys[layer].as_mut(), keys) {
-            dst.extend_from_slice(src);
+            dst.extend(src);
         }
-        self.values[layer].extend_from_slice(values);
+        self.values[layer].extend(values);
     }
 
     fn keys(&self, layer: usize) -> Option<Rows<'_>> {
         self.keys[layer]
-            .as_deref()
-            .map(|k| Rows::contiguous(k, self.kv_dim))
+            .as_ref()
+            .map(|k| Rows::contiguous(k.view(), self.kv_dim))
     }
 
     fn values(&self, layer: usize) -> Rows<'_> {
-        Rows::contiguous(&self.values[layer], self.kv_dim)
+        Rows::contiguous(self.values[layer].view(), self.kv_dim)
     }
 
     fn commit(&mut self, tokens: usize) {
@@ -214,11 +210,26 @@ mod tests {
     #[test]
     fn sharing_layers_store_no_keys() {
         let c = smollm2();
-        let full = SequenceCache::bytes_per_token(&c, &SharingPlan::none(30));
-        let half = SequenceCache::bytes_per_token(&c, &SharingPlan::new(30, 0.5).unwrap());
+        let full = kv_bytes_per_token(&c, &SharingPlan::none(30), KvDtype::F32);
+        let half = kv_bytes_per_token(&c, &SharingPlan::new(30, 0.5).unwrap(), KvDtype::F32);
         assert_eq!(full, 60 * 192 * 4);
         // 15 K rows saved of 60 rows: 75% of the full cache, as EPAS.md says.
         assert_eq!(half * 4, full * 3);
+        assert_eq!(
+            kv_bytes_per_token(&c, &SharingPlan::none(30), KvDtype::F16) * 2,
+            full
+        );
+        // What a cache holds agrees with the per-token figure, in both dtypes.
+        for dtype in [KvDtype::F32, KvDtype::F16] {
+            let plan = SharingPlan::new(30, 0.5).unwrap();
+            let mut cache = SequenceCache::with_dtype(&c, plan, 3, dtype);
+            let rows = vec![0.5f32; 3 * 192];
+            for l in 0..30 {
+                cache.append(l, Some(&rows), &rows);
+            }
+            cache.commit(3);
+            assert_eq!(cache.bytes(), 3 * kv_bytes_per_token(&c, &plan, dtype));
+        }
         let cache = SequenceCache::new(&c, SharingPlan::new(30, 0.5).unwrap());
         assert!(cache.has_keys(14));
         assert!(!cache.has_keys(15));

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod generate;
 pub mod init;
 pub mod kernels;
+mod kv_buffer;
 pub mod kv_cache;
 pub mod linear;
 pub mod load;
@@ -27,7 +28,7 @@ pub mod vector_ops;
 
 pub use config::{EpasMeta, LlamaConfig, ModelInfo};
 pub use error::{ModelError, Result};
-pub use kv_cache::{KvCache, Rows, SequenceCache};
+pub use kv_cache::{KvCache, KvDtype, Rows, SequenceCache};
 pub use load::load_model;
 pub use model::{EpasLlama, Logits, SequenceStep, SharedAttention};
 pub use sharing::{LayerMode, SharingPlan};

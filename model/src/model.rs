@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::attention::{AttentionShape, ProbsSource, SequenceAttention};
 use crate::config::ModelInfo;
 use crate::error::{ModelError, Result};
-use crate::kv_cache::{KvCache, SequenceCache};
+use crate::kv_cache::{KvCache, KvDtype, SequenceCache};
 use crate::linear::{project, Embedding, Linear};
 use crate::rope::RopeTable;
 use crate::vector_ops::{add_in_place, rms_norm_rows, silu_mul_in_place};
@@ -86,6 +86,7 @@ pub struct EpasLlama {
     rope: RopeTable,
     shape: AttentionShape,
     shared_attention: SharedAttention,
+    kv_dtype: KvDtype,
     device: Device,
 }
 
@@ -122,6 +123,7 @@ impl EpasLlama {
             rope,
             shape,
             shared_attention: SharedAttention::default(),
+            kv_dtype: KvDtype::F32,
             device,
         })
     }
@@ -145,6 +147,15 @@ impl EpasLlama {
 
     pub fn shared_attention(&self) -> SharedAttention {
         self.shared_attention
+    }
+
+    /// Element type of the K/V caches this model's callers make (f32 unless set).
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv_dtype
+    }
+
+    pub fn set_kv_dtype(&mut self, dtype: KvDtype) {
+        self.kv_dtype = dtype;
     }
 
     /// Runs new tokens of every sequence through the model, appends their K/V to each cache
@@ -404,7 +415,7 @@ impl EpasLlama {
         tokens: &[u32],
         plan: crate::sharing::SharingPlan,
     ) -> Result<Tensor> {
-        let mut cache = SequenceCache::with_capacity(self.config(), plan, tokens.len());
+        let mut cache = SequenceCache::with_dtype(self.config(), plan, tokens.len(), self.kv_dtype);
         let mut steps = [SequenceStep {
             tokens,
             cache: &mut cache,

@@ -6,7 +6,8 @@ use common::max_abs_diff;
 use epas_model::init::random_model;
 use epas_model::paged::{BlockPool, PagedSequence, PrefixCache};
 use epas_model::{
-    EpasLlama, KvCache, LlamaConfig, Logits, ModelError, SequenceCache, SequenceStep, SharingPlan,
+    EpasLlama, KvCache, KvDtype, LlamaConfig, Logits, ModelError, SequenceCache, SequenceStep,
+    SharingPlan,
 };
 
 fn model() -> EpasLlama {
@@ -49,14 +50,20 @@ fn paged_equals_contiguous_for_every_plan() {
     let m = model();
     let ids: Vec<u32> = (0..23).map(|i| (i * 7 + 3) % 61).collect();
     let chunks: [&[u32]; 4] = [&ids[..5], &ids[5..6], &ids[6..20], &ids[20..]];
-    for k in 0..6 {
+    for (k, dtype) in (0..6).flat_map(|k| [(k, KvDtype::F32), (k, KvDtype::F16)]) {
         let plan = SharingPlan::with_sharing_layers(6, k).unwrap();
-        let pool = BlockPool::new(200, 4, m.config().kv_dim()).unwrap();
+        let pool = BlockPool::new(200, 4, m.config().kv_dim(), dtype).unwrap();
         let mut paged = PagedSequence::new(pool.clone(), plan);
-        let mut flat = SequenceCache::new(m.config(), plan);
+        let mut flat = SequenceCache::with_dtype(m.config(), plan, 0, dtype);
         let a = run(&m, &mut paged, &chunks);
         let b = run(&m, &mut flat, &chunks);
-        assert_eq!(max_abs_diff(&a, &b), 0.0, "k={k}");
+        assert_eq!(max_abs_diff(&a, &b), 0.0, "k={k} {dtype}");
+        if dtype == KvDtype::F16 {
+            // Rounding K/V to f16 moves logits only slightly.
+            let exact = run(&m, &mut SequenceCache::new(m.config(), plan), &chunks);
+            let d = max_abs_diff(&a, &exact);
+            assert!(d > 0.0 && d < 1e-2, "k={k}: f16 cache moved logits by {d}");
+        }
         // 23 positions = 6 blocks per layer; K blocks only for compute layers.
         assert_eq!(paged.blocks_held(), 6 * (12 - k));
         assert_eq!(pool.stats().used(), 6 * (12 - k));
@@ -69,7 +76,7 @@ fn paged_equals_contiguous_for_every_plan() {
 fn a_full_pool_is_an_error_and_changes_nothing() {
     let m = model();
     let plan = SharingPlan::with_sharing_layers(6, 2).unwrap();
-    let pool = BlockPool::new(10, 4, m.config().kv_dim()).unwrap();
+    let pool = BlockPool::new(10, 4, m.config().kv_dim(), KvDtype::F16).unwrap();
     let mut seq = PagedSequence::new(pool.clone(), plan);
     let ids = [1u32, 2, 3, 4, 5];
     let mut steps = [SequenceStep {
@@ -92,7 +99,7 @@ fn a_full_pool_is_an_error_and_changes_nothing() {
 fn prefix_hits_give_the_same_logits_as_misses() {
     let m = model();
     let plan = SharingPlan::with_sharing_layers(6, 3).unwrap();
-    let pool = BlockPool::new(400, 4, m.config().kv_dim()).unwrap();
+    let pool = BlockPool::new(400, 4, m.config().kv_dim(), KvDtype::F16).unwrap();
     let mut prefix = PrefixCache::new(4);
     let first: Vec<u32> = (0..18).map(|i| (i * 5 + 1) % 61).collect();
     let mut seq = PagedSequence::new(pool.clone(), plan);

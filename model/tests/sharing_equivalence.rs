@@ -273,11 +273,11 @@ fn sharing_layers_keep_no_keys_in_the_cache() {
     }
     assert_eq!(
         a.bytes(),
-        12 * SequenceCache::bytes_per_token(m.config(), &full)
+        12 * epas_model::kv_cache::kv_bytes_per_token(m.config(), &full, epas_model::KvDtype::F32)
     );
     assert_eq!(
         b.bytes(),
-        12 * SequenceCache::bytes_per_token(m.config(), &half)
+        12 * epas_model::kv_cache::kv_bytes_per_token(m.config(), &half, epas_model::KvDtype::F32)
     );
     assert_eq!(b.bytes() * 4, a.bytes() * 3);
     assert!(b.keys(4).is_none() && b.keys(3).is_some());

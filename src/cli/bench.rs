@@ -78,7 +78,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for rep in 0..=args.repeats {
         for (i, plan) in plans.iter().enumerate() {
             let prompt = synthetic(args.prompt_tokens, rep as u32);
-            let mut cache = SequenceCache::with_capacity(model.config(), *plan, prompt.len());
+            let dtype = model.kv_dtype();
+            let mut cache = SequenceCache::with_dtype(model.config(), *plan, prompt.len(), dtype);
             let started = Instant::now();
             model.forward(&mut [SequenceStep {
                 tokens: &prompt,
@@ -88,8 +89,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let prefill_s = started.elapsed().as_secs_f64();
 
             let ctx = synthetic(args.decode_context.max(1), rep as u32 + 1);
-            let mut cache =
-                SequenceCache::with_capacity(model.config(), *plan, ctx.len() + args.gen_tokens);
+            let mut cache = SequenceCache::with_dtype(
+                model.config(),
+                *plan,
+                ctx.len() + args.gen_tokens,
+                dtype,
+            );
             model.forward(&mut [SequenceStep {
                 tokens: &ctx,
                 cache: &mut cache,

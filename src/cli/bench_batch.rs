@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use epas_model::SequenceCache;
+use epas_model::kv_cache::kv_bytes_per_token;
 use epas_server::engine::{
     EngineConfig, EngineEvent, EngineHandle, GenerationParams, GenerationRequest, KvCacheSize,
     NoObserver,
@@ -58,6 +58,7 @@ pub fn run(args: BenchBatchArgs) -> anyhow::Result<()> {
         max_waiting: 4 * max_c + 16,
         prefix_cache: false,
         kv_cache: KvCacheSize::Tokens((args.prompt_tokens + args.gen_tokens + 16) * max_c),
+        kv_dtype: model.kv_dtype(),
         ..Default::default()
     };
     let engine = EngineHandle::start(model.clone(), tokenizer, config, Arc::new(NoObserver))
@@ -115,7 +116,11 @@ pub fn run(args: BenchBatchArgs) -> anyhow::Result<()> {
                 generated_tokens: generated,
                 seconds,
                 generated_tokens_per_second: generated as f64 / seconds,
-                kv_cache_bytes_per_token: SequenceCache::bytes_per_token(model.config(), &plan),
+                kv_cache_bytes_per_token: kv_bytes_per_token(
+                    model.config(),
+                    &plan,
+                    model.kv_dtype(),
+                ),
             };
             if !args.json {
                 eprintln!(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use epas_model::builtin::BUILTIN_NAME;
-use epas_model::{EpasLlama, TextTokenizer};
+use epas_model::{EpasLlama, KvDtype, TextTokenizer};
 
 use super::device::DeviceArgs;
 
@@ -22,6 +22,10 @@ pub struct ModelArgs {
     /// quality drops).
     #[arg(long, env = "EPAS_ALLOW_UNTRAINED_SHARING")]
     pub allow_untrained_sharing: bool,
+    /// Element type of the K/V cache: `f16` (half the memory and cache traffic, as llama.cpp)
+    /// or `f32` (exact against f32 references).
+    #[arg(long, env = "EPAS_KV_CACHE_DTYPE", default_value = "f16")]
+    pub kv_cache_dtype: KvDtype,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -42,6 +46,8 @@ impl ModelArgs {
             epas_model::load_model(&self.model, &device)
                 .with_context(|| format!("loading {}", self.model.display()))?
         };
+        let mut loaded = loaded;
+        loaded.0.set_kv_dtype(self.kv_cache_dtype);
         let c = loaded.0.config();
         tracing::info!(
             model = %loaded.0.info.name,

@@ -93,6 +93,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         block_size: args.block_size,
         kv_cache,
         prefix_cache: !args.no_prefix_cache,
+        kv_dtype: args.model.kv_cache_dtype,
     };
     engine.validate().map_err(anyhow::Error::msg)?;
     let config = ServerConfig {

@@ -280,5 +280,5 @@ def test_recording_rules_give_per_ratio_figures(stack):
         s["metric"]["sharing_ratio"]: float(s["value"][1])
         for s in query(purl, "sharing_ratio:epas_kv_cache_bytes_saved_per_token:max")
     }
-    # SmolLM2: 15 of 30 layers keep no K: 15 * 192 floats * 4 bytes per token.
-    assert saved["0.00"] == 0 and saved["0.50"] == 15 * 192 * 4
+    # SmolLM2: 15 of 30 layers keep no K: 15 * 192 values * 2 bytes (the default f16 cache).
+    assert saved["0.00"] == 0 and saved["0.50"] == 15 * 192 * 2

@@ -3,10 +3,12 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{ModelError, Result};
+use crate::kv_cache::{KvBuffer, KvDtype, KvSlice};
 
 struct PoolInner {
     block_size: usize,
     row_width: usize,
+    dtype: KvDtype,
     total: usize,
     free: Mutex<FreeList>,
 }
@@ -15,7 +17,7 @@ struct PoolInner {
 /// start-up does not fault in the whole pool; the count is fixed from the start.
 struct FreeList {
     count: usize,
-    recycled: Vec<Box<[f32]>>,
+    recycled: Vec<KvBuffer>,
 }
 
 /// A fixed number of preallocated blocks, shared by all sequences of an engine.
@@ -47,8 +49,8 @@ impl std::fmt::Debug for BlockPool {
 }
 
 impl BlockPool {
-    /// `blocks` blocks of `block_size` rows of `row_width` floats.
-    pub fn new(blocks: usize, block_size: usize, row_width: usize) -> Result<Self> {
+    /// `blocks` blocks of `block_size` rows of `row_width` values stored as `dtype`.
+    pub fn new(blocks: usize, block_size: usize, row_width: usize, dtype: KvDtype) -> Result<Self> {
         if block_size == 0 || row_width == 0 {
             return Err(ModelError::Config(
                 "block size and row width must be positive".into(),
@@ -62,6 +64,7 @@ impl BlockPool {
             inner: Arc::new(PoolInner {
                 block_size,
                 row_width,
+                dtype,
                 total: blocks,
                 free: Mutex::new(free),
             }),
@@ -76,9 +79,13 @@ impl BlockPool {
         self.inner.row_width
     }
 
+    pub fn dtype(&self) -> KvDtype {
+        self.inner.dtype
+    }
+
     /// Bytes of one block.
     pub fn block_bytes(&self) -> usize {
-        self.inner.block_size * self.inner.row_width * std::mem::size_of::<f32>()
+        self.inner.block_size * self.inner.row_width * self.inner.dtype.size()
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -103,8 +110,8 @@ impl BlockPool {
         let at = free.recycled.len() - reuse;
         let mut blocks = free.recycled.split_off(at);
         drop(free);
-        let floats = self.inner.block_size * self.inner.row_width;
-        blocks.resize_with(n, || vec![0f32; floats].into_boxed_slice());
+        let values = self.inner.block_size * self.inner.row_width;
+        blocks.resize_with(n, || KvBuffer::zeros(self.inner.dtype, values));
         Some(
             blocks
                 .into_iter()
@@ -119,23 +126,23 @@ impl BlockPool {
 
 /// One block of rows; returns to its pool when dropped.
 pub struct KvBlock {
-    data: Box<[f32]>,
+    data: KvBuffer,
     pool: Arc<PoolInner>,
 }
 
 impl KvBlock {
-    pub fn data(&self) -> &[f32] {
-        &self.data
+    pub fn data(&self) -> KvSlice<'_> {
+        self.data.view()
     }
 
-    pub fn data_mut(&mut self) -> &mut [f32] {
+    pub fn data_mut(&mut self) -> &mut KvBuffer {
         &mut self.data
     }
 }
 
 impl Drop for KvBlock {
     fn drop(&mut self) {
-        let data = std::mem::take(&mut self.data);
+        let data = std::mem::replace(&mut self.data, KvBuffer::F32(Vec::new()));
         if let Ok(mut free) = self.pool.free.lock() {
             free.count += 1;
             free.recycled.push(data);
@@ -149,7 +156,7 @@ mod tests {
 
     #[test]
     fn blocks_return_to_the_pool_when_dropped() {
-        let pool = BlockPool::new(5, 4, 3).unwrap();
+        let pool = BlockPool::new(5, 4, 3, KvDtype::F16).unwrap();
         let a = pool.take(3).unwrap();
         assert_eq!(pool.stats().used(), 3);
         assert!(pool.take(3).is_none(), "all or nothing");

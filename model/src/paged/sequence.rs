@@ -97,7 +97,7 @@ impl PagedSequence {
             // Shared blocks are full and lie before `len`: new rows always land in owned blocks.
             let block = Arc::get_mut(&mut blocks[pos / bs])
                 .expect("rows are only written into blocks this sequence owns alone");
-            block.data_mut()[(pos % bs) * width..][..width].copy_from_slice(row);
+            block.data_mut().write((pos % bs) * width, row);
         }
     }
 

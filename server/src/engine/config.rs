@@ -1,5 +1,7 @@
 //! Engine limits and sizes.
 
+use epas_model::KvDtype;
+
 /// How the engine batches and how much KV cache it preallocates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
@@ -16,6 +18,8 @@ pub struct EngineConfig {
     pub kv_cache: KvCacheSize,
     /// Reuse full KV blocks of earlier requests with the same prompt prefix and sharing ratio.
     pub prefix_cache: bool,
+    /// Element type of cached K/V rows.
+    pub kv_dtype: KvDtype,
 }
 
 impl Default for EngineConfig {
@@ -27,6 +31,7 @@ impl Default for EngineConfig {
             block_size: 16,
             kv_cache: KvCacheSize::Tokens(32768),
             prefix_cache: true,
+            kv_dtype: KvDtype::F32,
         }
     }
 }
@@ -39,17 +44,17 @@ pub enum KvCacheSize {
     /// Room for this many positions of sequences with no sharing layer (sharing sequences fit
     /// more, as they keep no K in their sharing layers).
     Tokens(usize),
-    /// This many bytes of f32 rows.
+    /// This many bytes of rows (of the configured K/V dtype).
     Bytes(usize),
 }
 
 impl EngineConfig {
-    /// Pool blocks for a model of `num_layers` layers with K/V rows of `row_width` floats.
+    /// Pool blocks for a model of `num_layers` layers with K/V rows of `row_width` values.
     pub fn kv_blocks(&self, num_layers: usize, row_width: usize) -> usize {
         match self.kv_cache {
             KvCacheSize::Blocks(n) => n,
             KvCacheSize::Tokens(t) => t.div_ceil(self.block_size) * 2 * num_layers,
-            KvCacheSize::Bytes(b) => b / (self.block_size * row_width * std::mem::size_of::<f32>()),
+            KvCacheSize::Bytes(b) => b / (self.block_size * row_width * self.kv_dtype.size()),
         }
     }
 

@@ -64,7 +64,7 @@ impl Worker {
                 "the KV cache holds no block".into(),
             ));
         }
-        let pool = BlockPool::new(blocks, config.block_size, width)?;
+        let pool = BlockPool::new(blocks, config.block_size, width, config.kv_dtype)?;
         state.kv_blocks_total.store(blocks, Ordering::Relaxed);
         let prefix = config
             .prefix_cache

@@ -79,6 +79,7 @@ pub async fn info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     if let (true, Some(ready)) = (authorized, state.ready.get()) {
         let info = &ready.info;
         let c = &info.config;
+        let kv_dtype = ready.engine.config().kv_dtype;
         let l = c.num_layers;
         let allow = state.config.allow_untrained_sharing;
         let max_ratio = info.max_sharing_ratio(allow);
@@ -95,7 +96,7 @@ pub async fn info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
                     "sharing_ratio": p.effective_ratio(),
                     "source_layer": p.source_layer(),
                     "first_sharing_layer": p.first_sharing_layer(),
-                    "kv_cache_bytes_per_token": epas_model::kv_cache::kv_bytes_per_token(c, &p),
+                    "kv_cache_bytes_per_token": epas_model::kv_cache::kv_bytes_per_token(c, &p, kv_dtype),
                     "allowed": k <= max_k,
                     "trained": k == 0 || trained_k.is_some_and(|t| k <= t),
                 })
