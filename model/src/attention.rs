@@ -67,6 +67,10 @@ impl AttentionShape {
     /// cache for the other heads), single heads otherwise. Each output value depends only on
     /// its own sequence.
     pub fn attend(&self, seqs: &mut [SequenceAttention<'_>]) {
+        assert!(
+            self.num_kv_heads > 0 && self.num_heads.is_multiple_of(self.num_kv_heads),
+            "query heads must be a multiple of K/V heads"
+        );
         let chunks: usize = seqs.iter().map(|s| s.t.div_ceil(QUERY_CHUNK)).sum();
         let heads_per_task =
             if chunks * self.num_kv_heads >= TASKS_PER_THREAD * SpinPool::global().threads() {
@@ -185,11 +189,18 @@ impl AttentionShape {
     fn head_apply(&self, p: &[f32], values: &Rows<'_>, h: usize, out: &mut [f32]) {
         let hd = self.head_dim;
         let kv_off = h / self.group() * hd;
-        out.fill(0.0);
+        let (mut stack, mut heap) = ([0f32; 256], Vec::new());
+        let acc: &mut [f32] = if 2 * hd <= stack.len() {
+            &mut stack[..2 * hd]
+        } else {
+            heap.resize(2 * hd, 0f32);
+            &mut heap
+        };
         values.for_each_run(p.len(), |j, run| {
             let n = run.len() / values.width;
-            attention_kernels::apply(&p[j..j + n], run, values.width, kv_off, out);
+            attention_kernels::apply(&p[j..j + n], j, run, values.width, kv_off, acc);
         });
+        attention_kernels::finish_apply(acc, out);
     }
 }
 

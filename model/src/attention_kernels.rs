@@ -124,10 +124,26 @@ pub fn scores(q: &[f32], run: KvSlice<'_>, width: usize, off: usize, scale: f32,
     }
 }
 
+/// Value rows of even and odd position accumulate separately (two dependency chains instead of
+/// one); the pair persists across runs so the sums do not depend on where runs break.
 #[inline(always)]
-fn apply_fixed<const HD: usize>(p: &[f32], row: impl Fn(usize) -> [f32; HD], o: &mut [f32]) {
-    let (mut a, mut b) = ([0f32; HD], [0f32; HD]);
+fn apply_fixed<const HD: usize>(
+    p: &[f32],
+    first: usize,
+    row: impl Fn(usize) -> [f32; HD],
+    acc: &mut [f32],
+) {
+    let (even, odd) = acc.split_at_mut(HD);
+    let mut a: [f32; HD] = (&*even).try_into().expect("head width");
+    let mut b: [f32; HD] = (&*odd).try_into().expect("head width");
     let mut j = 0;
+    if !first.is_multiple_of(2) && !p.is_empty() {
+        let v = row(0);
+        for d in 0..HD {
+            b[d] += p[0] * v[d];
+        }
+        j = 1;
+    }
     while j + 2 <= p.len() {
         let (va, vb) = (row(j), row(j + 1));
         for d in 0..HD {
@@ -142,36 +158,49 @@ fn apply_fixed<const HD: usize>(p: &[f32], row: impl Fn(usize) -> [f32; HD], o: 
             a[d] += p[j] * v[d];
         }
     }
-    for d in 0..HD {
-        o[d] += a[d] + b[d];
-    }
+    even.copy_from_slice(&a);
+    odd.copy_from_slice(&b);
 }
 
-fn apply_any(p: &[f32], run: KvSlice<'_>, width: usize, off: usize, o: &mut [f32]) {
-    let hd = o.len();
+fn apply_any(p: &[f32], run: KvSlice<'_>, width: usize, off: usize, acc: &mut [f32]) {
+    let hd = acc.len() / 2;
     for (j, &pj) in p.iter().enumerate() {
         let v = run.slice(j * width + off..j * width + off + hd).to_f32();
-        for (od, v) in o.iter_mut().zip(&v) {
+        for (od, v) in acc[..hd].iter_mut().zip(&v) {
             *od += pj * v;
         }
     }
 }
 
-/// `o += sum_j p[j] row_j[off..off + o.len()]` over the `p.len()` rows of a run of values.
-pub fn apply(p: &[f32], run: KvSlice<'_>, width: usize, off: usize, o: &mut [f32]) {
+/// Adds `p[j] row_j[off..off + hd]` for the `p.len()` rows of a run of values into `acc`
+/// (`2 * hd` floats, zeroed before the first run); `first` is the run's first row index in the
+/// whole sequence. After the last run, [`finish_apply`] gives the output.
+pub fn apply(p: &[f32], first: usize, run: KvSlice<'_>, width: usize, off: usize, acc: &mut [f32]) {
     macro_rules! fixed {
         ($hd:literal) => {
             match run {
-                KvSlice::F32(r) => apply_fixed::<$hd>(p, |j| load_f32(r, width, off, j), o),
-                KvSlice::F16(r) => apply_fixed::<$hd>(p, |j| load_f16(r, width, off, j), o),
+                KvSlice::F32(r) => {
+                    apply_fixed::<$hd>(p, first, |j| load_f32(r, width, off, j), acc)
+                }
+                KvSlice::F16(r) => {
+                    apply_fixed::<$hd>(p, first, |j| load_f16(r, width, off, j), acc)
+                }
             }
         };
     }
-    match o.len() {
+    match acc.len() / 2 {
         64 => fixed!(64),
         128 => fixed!(128),
         32 => fixed!(32),
-        _ => apply_any(p, run, width, off, o),
+        _ => apply_any(p, run, width, off, acc),
+    }
+}
+
+/// `out = even + odd` from the accumulators of [`apply`].
+pub fn finish_apply(acc: &[f32], out: &mut [f32]) {
+    let (even, odd) = acc.split_at(out.len());
+    for ((o, a), b) in out.iter_mut().zip(even).zip(odd) {
+        *o = a + b;
     }
 }
 
@@ -225,9 +254,12 @@ mod tests {
                     for (g, w) in got.iter().zip(&want) {
                         assert!((g - w).abs() < 1e-5, "{hd}/{n}: {g} vs {w}");
                     }
-                    let (mut o, mut o_want) = (vec![0.5f32; hd], vec![0.5f32; hd]);
-                    apply(&want, stored, width, off, &mut o);
-                    apply_any(&want, exact, width, off, &mut o_want);
+                    let (mut acc, mut acc_want) = (vec![0.5f32; 2 * hd], vec![0.5f32; 2 * hd]);
+                    apply(&want, 0, stored, width, off, &mut acc);
+                    apply_any(&want, exact, width, off, &mut acc_want);
+                    let (mut o, mut o_want) = (vec![0f32; hd], vec![0f32; hd]);
+                    finish_apply(&acc, &mut o);
+                    finish_apply(&acc_want, &mut o_want);
                     for (g, w) in o.iter().zip(&o_want) {
                         assert!((g - w).abs() < 1e-5, "{hd}/{n}: {g} vs {w}");
                     }
@@ -245,10 +277,43 @@ mod tests {
         for stored in [KvSlice::F32(&run), KvSlice::F16(&half)] {
             let mut all = vec![0f32; 5];
             scores(&q, stored, 64, 0, 1.0, &mut all);
-            for j in 0..5 {
+            for (j, want) in all.iter().enumerate() {
                 let mut one = [0f32];
                 scores(&q, stored.slice(j * 64..(j + 1) * 64), 64, 0, 1.0, &mut one);
-                assert_eq!(one[0], all[j]);
+                assert_eq!(one[0], *want);
+            }
+        }
+    }
+
+    #[test]
+    fn apply_does_not_depend_on_where_runs_break() {
+        // The paged cache hands rows over in blocks, the contiguous one in one run: the same
+        // output bits either way.
+        let mut seed = 9;
+        let (hd, n) = (64, 37);
+        let rows: Vec<f32> = (0..n * hd).map(|_| lcg(&mut seed)).collect();
+        let p: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+        let half: Vec<f16> = rows.iter().map(|&v| f16::from_f32(v)).collect();
+        for stored in [KvSlice::F32(&rows), KvSlice::F16(&half)] {
+            let mut whole = vec![0f32; 2 * hd];
+            apply(&p, 0, stored, hd, 0, &mut whole);
+            for block in [1usize, 3, 4, 16] {
+                let mut acc = vec![0f32; 2 * hd];
+                for j0 in (0..n).step_by(block) {
+                    let j1 = (j0 + block).min(n);
+                    apply(
+                        &p[j0..j1],
+                        j0,
+                        stored.slice(j0 * hd..j1 * hd),
+                        hd,
+                        0,
+                        &mut acc,
+                    );
+                }
+                let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
+                finish_apply(&whole, &mut a);
+                finish_apply(&acc, &mut b);
+                assert_eq!(a, b, "blocks of {block}");
             }
         }
     }

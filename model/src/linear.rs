@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::kernels::{
-    kernel_level, matmul_jobs, par_chunks_mut, quantize_q8_1, quantize_q8_1_into, BlockQ8_1,
-    MatmulJob, PackedFormat, PackedMatrix, QK,
+    matmul_jobs, par_chunks_mut, quantize_q8_1, quantize_q8_1_into, BlockQ8_1, MatmulJob,
+    PackedFormat, PackedMatrix, QK,
 };
 
 /// `y = x W^T` with `W` of shape `(out, in)`, dense or quantized (GGUF blocks).
@@ -142,7 +142,7 @@ pub fn project(x: &[f32], n: usize, layers: &[(&Linear, usize)]) -> Result<Vec<V
             out,
         })
         .collect();
-    matmul_jobs(kernel_level(), &acts, &mut jobs);
+    matmul_jobs(&acts, &mut jobs);
     Ok(outs)
 }
 

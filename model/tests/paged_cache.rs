@@ -11,13 +11,18 @@ use epas_model::{
 };
 
 fn model() -> EpasLlama {
+    model_of(32, 4, 2)
+}
+
+/// A random 6-layer model; head width `hidden / heads`.
+fn model_of(hidden_size: usize, num_heads: usize, num_kv_heads: usize) -> EpasLlama {
     let config = LlamaConfig {
         vocab_size: 61,
-        hidden_size: 32,
+        hidden_size,
         intermediate_size: 40,
         num_layers: 6,
-        num_heads: 4,
-        num_kv_heads: 2,
+        num_heads,
+        num_kv_heads,
         rope_theta: 10000.0,
         rms_norm_eps: 1e-5,
         max_position_embeddings: 128,
@@ -47,7 +52,13 @@ fn run(m: &EpasLlama, cache: &mut dyn KvCache, chunks: &[&[u32]]) -> Vec<f32> {
 
 #[test]
 fn paged_equals_contiguous_for_every_plan() {
-    let m = model();
+    // Head width 8 takes the attention's plain loops, 64 its fixed-width ones.
+    for m in [model(), model_of(128, 4, 2)] {
+        paged_equals_contiguous(&m);
+    }
+}
+
+fn paged_equals_contiguous(m: &EpasLlama) {
     let ids: Vec<u32> = (0..23).map(|i| (i * 7 + 3) % 61).collect();
     let chunks: [&[u32]; 4] = [&ids[..5], &ids[5..6], &ids[6..20], &ids[20..]];
     for (k, dtype) in (0..6).flat_map(|k| [(k, KvDtype::F32), (k, KvDtype::F16)]) {
@@ -55,12 +66,12 @@ fn paged_equals_contiguous_for_every_plan() {
         let pool = BlockPool::new(200, 4, m.config().kv_dim(), dtype).unwrap();
         let mut paged = PagedSequence::new(pool.clone(), plan);
         let mut flat = SequenceCache::with_dtype(m.config(), plan, 0, dtype);
-        let a = run(&m, &mut paged, &chunks);
-        let b = run(&m, &mut flat, &chunks);
+        let a = run(m, &mut paged, &chunks);
+        let b = run(m, &mut flat, &chunks);
         assert_eq!(max_abs_diff(&a, &b), 0.0, "k={k} {dtype}");
         if dtype == KvDtype::F16 {
             // Rounding K/V to f16 moves logits only slightly.
-            let exact = run(&m, &mut SequenceCache::new(m.config(), plan), &chunks);
+            let exact = run(m, &mut SequenceCache::new(m.config(), plan), &chunks);
             let d = max_abs_diff(&a, &exact);
             assert!(d > 0.0 && d < 1e-2, "k={k}: f16 cache moved logits by {d}");
         }

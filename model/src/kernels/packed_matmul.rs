@@ -37,9 +37,14 @@ struct Task {
     groups: (usize, usize),
 }
 
-/// Runs every job; `acts` holds activation rows of `cols / 32` blocks each (all matrices must
-/// have the same `cols`), at least as many rows as any job uses.
-pub fn matmul_jobs(level: KernelLevel, acts: &[BlockQ8_1], jobs: &mut [MatmulJob<'_>]) {
+/// Runs every job at this CPU's kernel level; `acts` holds activation rows of `cols / 32`
+/// blocks each (all matrices must have the same `cols`), at least as many rows as any job uses.
+pub fn matmul_jobs(acts: &[BlockQ8_1], jobs: &mut [MatmulJob<'_>]) {
+    matmul_jobs_at(super::kernel_level(), acts, jobs)
+}
+
+/// [`matmul_jobs`] at `level`, which the CPU must support (tests compare levels).
+pub(crate) fn matmul_jobs_at(level: KernelLevel, acts: &[BlockQ8_1], jobs: &mut [MatmulJob<'_>]) {
     for job in jobs.iter() {
         let nb = job.matrix.cols() / QK;
         assert!(acts.len() >= job.rows * nb, "activation rows");
@@ -158,7 +163,7 @@ impl PackedMatrix {
         assert_eq!(x.len(), m * self.cols(), "activation shape");
         let acts = super::quantize_q8_1(x, self.cols());
         let mut out = vec![0f32; m * self.rows()];
-        matmul_jobs(
+        matmul_jobs_at(
             level,
             &acts,
             &mut [MatmulJob {

@@ -23,6 +23,8 @@ struct Job {
     task: *const (dyn Fn(usize) + Sync),
     tasks: usize,
     next: AtomicUsize,
+    /// A task panicked; the caller re-raises once no thread uses the job any more.
+    panicked: AtomicBool,
 }
 
 struct Shared {
@@ -99,6 +101,7 @@ impl SpinPool {
             task,
             tasks,
             next: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
         };
         self.shared
             .job
@@ -129,6 +132,9 @@ impl SpinPool {
             }
         }
         drop(guard);
+        if job.panicked.load(Ordering::SeqCst) {
+            panic!("a parallel kernel task panicked");
+        }
     }
 }
 
@@ -169,8 +175,14 @@ fn work(job: &Job) {
         if i >= job.tasks {
             return;
         }
+        // A panic must not unwind past the region's clean-up (helpers would keep a pointer to
+        // a dead closure) nor kill a helper that holds `active`.
         // SAFETY: see `SpinPool::run`.
-        unsafe { (*job.task)(i) };
+        let ran =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { (*job.task)(i) }));
+        if ran.is_err() {
+            job.panicked.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -231,6 +243,20 @@ mod tests {
         for (j, v) in data.iter().enumerate() {
             assert_eq!(*v, j / 10 + 1);
         }
+    }
+
+    #[test]
+    fn a_panicking_task_fails_its_region_and_the_pool_keeps_working() {
+        let pool = SpinPool::new(2);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run(8, &|i| assert!(i != 5, "task 5 fails"));
+        }));
+        assert!(caught.is_err());
+        let hits = AtomicUsize::new(0);
+        pool.run(8, &|_| {
+            hits.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(hits.load(Ordering::Relaxed), 8);
     }
 
     #[test]

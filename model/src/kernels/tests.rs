@@ -232,7 +232,7 @@ fn one_region_of_several_matrices_equals_separate_products() {
             out,
         })
         .collect();
-    matmul_jobs(kernel_level(), &acts, &mut jobs);
+    matmul_jobs(&acts, &mut jobs);
     for ((w, s), out) in mats.iter().zip(&shapes).zip(&outs) {
         assert_eq!(out, &w.matmul(&x[..s.2 * k], s.2));
     }
