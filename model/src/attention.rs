@@ -330,4 +330,64 @@ mod tests {
             }
         }
     }
+    #[test]
+    fn a_sequence_gets_the_same_bits_alone_and_among_many() {
+        // Alone, a one-query sequence is split by single heads; among many, by K/V head groups.
+        let s = AttentionShape {
+            num_heads: 9,
+            num_kv_heads: 3,
+            head_dim: 64,
+        };
+        let mut seed = 3u64;
+        let kv = 3 * 64;
+        let seqs: Vec<(Vec<f32>, Vec<half::f16>, Vec<half::f16>)> = (0..12)
+            .map(|n| {
+                let total = 20 + n;
+                let q = (0..9 * 64).map(|_| lcg(&mut seed)).collect();
+                let mut f16s = |len: usize| -> Vec<half::f16> {
+                    (0..len)
+                        .map(|_| half::f16::from_f32(lcg(&mut seed)))
+                        .collect()
+                };
+                (q, f16s(total * kv), f16s(total * kv))
+            })
+            .collect();
+        let attend = |which: &[usize]| -> Vec<Vec<f32>> {
+            let mut outs = vec![vec![0f32; 9 * 64]; which.len()];
+            let mut batch: Vec<SequenceAttention<'_>> = which
+                .iter()
+                .zip(outs.iter_mut())
+                .map(|(&n, out)| {
+                    let (q, k, v) = &seqs[n];
+                    SequenceAttention {
+                        t: 1,
+                        start: k.len() / kv - 1,
+                        probs: ProbsSource::Compute {
+                            q,
+                            keys: Rows {
+                                chunks: k.chunks(16 * kv).map(KvSlice::F16).collect(),
+                                rows_per_chunk: 16,
+                                width: kv,
+                            },
+                        },
+                        values: Rows {
+                            chunks: v.chunks(16 * kv).map(KvSlice::F16).collect(),
+                            rows_per_chunk: 16,
+                            width: kv,
+                        },
+                        keep_probs: None,
+                        out,
+                    }
+                })
+                .collect();
+            s.attend(&mut batch);
+            drop(batch);
+            outs
+        };
+        let all: Vec<usize> = (0..12).collect();
+        let together = attend(&all);
+        for n in all {
+            assert_eq!(attend(&[n])[0], together[n], "sequence {n}");
+        }
+    }
 }
