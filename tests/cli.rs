@@ -15,6 +15,35 @@ fn model() -> PathBuf {
 
 mod support;
 
+/// `epas eval --json` of [`SOTU_OPENING`] on SmolLM2 with `args`; the parsed rows.
+fn eval_sotu(args: &[&str]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sotu.txt");
+    std::fs::write(&path, SOTU_OPENING).unwrap();
+    let m = model();
+    let mut all = vec![
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--text",
+        path.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let o = epas(&all);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    rows.as_array().unwrap().clone()
+}
+
+/// The opening of the 2010 State of the Union address: real text for evaluation tests.
+const SOTU_OPENING: &str = "Mr. Speaker, Mr. Vice President, Members of Congress, distinguished \
+    guests, and fellow Americans: Our Constitution declares that from time to time, the President \
+    shall give to the Congress information about the state of our Union. For 220 years, our \
+    leaders have fulfilled this duty. They have done so during periods of prosperity and \
+    tranquility, and they have done so in the midst of war and depression, at moments of great \
+    strife and great struggle.";
+
 use support::run_epas as epas;
 
 fn stderr(o: &Output) -> String {
@@ -185,31 +214,13 @@ fn bad_inputs_exit_with_clear_errors() {
 
 #[test]
 fn eval_json_has_a_row_per_ratio_and_forced_sharing_hurts() {
-    let m = model();
-    let text = "Mr. Speaker, Mr. Vice President, Members of Congress, distinguished guests, and fellow \
-        Americans: Our Constitution declares that from time to time, the President shall give to the \
-        Congress information about the state of our Union. For 220 years, our leaders have fulfilled \
-        this duty. They have done so during periods of prosperity and tranquility, and they have \
-        done so in the midst of war and depression, at moments of great strife and great struggle.";
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sotu.txt");
-    std::fs::write(&path, text).unwrap();
-    let o = epas(&[
-        "eval",
-        "--model",
-        m.to_str().unwrap(),
-        "--text",
-        path.to_str().unwrap(),
+    let rows = eval_sotu(&[
         "--ratios",
         "0,0.25,0.5",
         "--ctx",
         "64",
-        "--json",
         "--allow-untrained-sharing",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 3);
     let layers: Vec<u64> = rows
         .iter()
@@ -226,6 +237,23 @@ fn eval_json_has_a_row_per_ratio_and_forced_sharing_hurts() {
         assert!(r["tokens_per_second"].as_f64().unwrap() > 0.0);
         assert!(r["sharing_ratio"].is_number());
     }
+}
+
+#[test]
+fn kv_cache_dtype_halves_the_bytes_and_barely_moves_perplexity() {
+    // Real text (on repeating text the model is so sure that tiny score changes show).
+    let eval = |dtype: &str| {
+        eval_sotu(&["--ctx", "96", "--ratios", "0", "--kv-cache-dtype", dtype])[0].clone()
+    };
+    let (f16, f32) = (eval("f16"), eval("f32"));
+    let bytes = |r: &serde_json::Value| r["kv_cache_bytes_per_token"].as_u64().unwrap();
+    assert_eq!(bytes(&f16) * 2, bytes(&f32));
+    let ppl = |r: &serde_json::Value| r["perplexity"].as_f64().unwrap();
+    // Real text: f16 K/V moves perplexity by well under 1% (SOTU 16k tokens: 0.04%).
+    assert!((ppl(&f16) / ppl(&f32) - 1.0).abs() < 0.01, "{f16} vs {f32}");
+    let o = epas(&["generate", "--kv-cache-dtype", "bf16", "--prompt", "Hi"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("f16 or f32"), "{}", stderr(&o));
 }
 
 #[test]
