@@ -5,10 +5,7 @@ use candle_core::{DType, Module, Tensor};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::kernels::{
-    matmul_jobs, par_chunks_mut, quantize_q8_1, quantize_q8_1_into, BlockQ8_1, MatmulJob,
-    PackedFormat, PackedMatrix, QK,
-};
+use crate::kernels::{matmul_jobs, quantize_q8_1, MatmulJob, PackedFormat, PackedMatrix};
 
 /// `y = x W^T` with `W` of shape `(out, in)`, dense or quantized (GGUF blocks).
 #[derive(Debug, Clone)]
@@ -126,7 +123,7 @@ pub fn project(x: &[f32], n: usize, layers: &[(&Linear, usize)]) -> Result<Vec<V
             .collect();
     };
     let used = layers.iter().map(|(_, r)| *r).max().unwrap_or(0);
-    let acts = quantize_rows(&x[..used * cols], cols);
+    let acts = quantize_q8_1(&x[..used * cols], cols);
     let mut outs: Vec<Vec<f32>> = layers
         .iter()
         .zip(&packed)
@@ -144,23 +141,6 @@ pub fn project(x: &[f32], n: usize, layers: &[(&Linear, usize)]) -> Result<Vec<V
         .collect();
     matmul_jobs(&acts, &mut jobs);
     Ok(outs)
-}
-
-/// 8-bit activation blocks of `x`, split across threads when there are many rows.
-fn quantize_rows(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
-    const PARALLEL_MIN_ROWS: usize = 8;
-    let rows = x.len() / cols;
-    if rows < PARALLEL_MIN_ROWS {
-        return quantize_q8_1(x, cols);
-    }
-    let nb = cols / QK;
-    let mut out = vec![BlockQ8_1::default(); rows * nb];
-    let rows_per_task = rows.div_ceil(16);
-    par_chunks_mut(&mut out, rows_per_task * nb, |i, chunk| {
-        let r0 = i * rows_per_task;
-        quantize_q8_1_into(&x[r0 * cols..(r0 + chunk.len() / nb) * cols], chunk);
-    });
-    out
 }
 
 /// Token embedding table `(vocab, hidden)`.

@@ -5,13 +5,18 @@ pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let width = weight.len();
     let mut out = vec![0f32; x.len()];
     for (row, dst) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        let sum2: f32 = row.iter().map(|v| v * v).sum();
-        let inv = 1.0 / (sum2 / width as f32 + eps).sqrt();
+        let inv = inv_rms(row, eps);
         for ((d, v), w) in dst.iter_mut().zip(row).zip(weight) {
             *d = v * inv * w;
         }
     }
     out
+}
+
+/// `1 / sqrt(mean(row^2) + eps)`, the RMS norm's scale (shared with the trainer's op).
+pub fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let sum2: f32 = row.iter().map(|v| v * v).sum();
+    1.0 / (sum2 / row.len() as f32 + eps).sqrt()
 }
 
 /// `gate = silu(gate) * up`, element-wise.

@@ -19,12 +19,26 @@ pub struct BlockQ8_1 {
     _pad: i32,
 }
 
+/// Rows below which quantization stays on the calling thread.
+const PARALLEL_MIN_ROWS: usize = 8;
+
 /// Quantizes `rows` rows of `cols` floats (`cols` a multiple of 32) into `rows * cols / 32`
-/// blocks, row after row.
+/// blocks, row after row; many rows are split across the kernel pool (each block's bits are the
+/// same either way).
 pub fn quantize_q8_1(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
     debug_assert_eq!(cols % QK, 0);
     let mut out = vec![BlockQ8_1::default(); x.len() / QK];
-    quantize_q8_1_into(x, &mut out);
+    let rows = x.len() / cols.max(1);
+    if rows < PARALLEL_MIN_ROWS {
+        quantize_q8_1_into(x, &mut out);
+        return out;
+    }
+    let nb = cols / QK;
+    let rows_per_task = rows.div_ceil(16);
+    super::par_chunks_mut(&mut out, rows_per_task * nb, |i, chunk| {
+        let r0 = i * rows_per_task;
+        quantize_q8_1_into(&x[r0 * cols..(r0 + chunk.len() / nb) * cols], chunk);
+    });
     out
 }
 

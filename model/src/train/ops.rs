@@ -27,8 +27,7 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn inv_rms(&self, row: &[f32]) -> f32 {
-        let ss: f32 = row.iter().map(|v| v * v).sum();
-        1.0 / (ss / row.len() as f32 + self.eps).sqrt()
+        crate::vector_ops::inv_rms(row, self.eps)
     }
 }
 
