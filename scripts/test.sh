@@ -13,3 +13,6 @@ bash scripts/fetch-models.sh >/dev/null
 cargo test --release --workspace "$@"
 cargo build --release --bin epas
 python3 -m pytest tests/python -q
+# The GPU check's steps on the GPU code path run on the CPU (no GPU here): check-device in f32
+# and f16, bench, serve + epas-loadtest.
+bash scripts/gpu-check.sh --device cpu-tensor --quick --out target/gpu-check >/dev/null

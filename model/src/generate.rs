@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{ModelError, Result};
-use crate::kv_cache::{KvCache, SequenceCache};
 use crate::model::{EpasLlama, Logits, SequenceStep};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::sharing::SharingPlan;
@@ -49,12 +48,7 @@ pub fn generate(
             context,
         });
     }
-    let mut cache = SequenceCache::with_dtype(
-        model.config(),
-        plan,
-        (prompt.len() + max_tokens).min(context),
-        model.kv_dtype(),
-    );
+    let mut cache = model.new_cache(plan, (prompt.len() + max_tokens).min(context))?;
     let mut sampler = Sampler::new(sampling);
     let mut tokens = Vec::new();
     let started = Instant::now();
@@ -68,7 +62,7 @@ pub fn generate(
         }
         let mut steps = [SequenceStep {
             tokens: &next_input,
-            cache: &mut cache,
+            cache: cache.as_mut(),
             logits: Logits::Last,
         }];
         let logits = model

@@ -63,6 +63,38 @@ pub trait KvCache: Send {
     fn commit(&mut self, tokens: usize);
     /// Forgets rows appended since the last commit.
     fn rollback(&mut self);
+    /// The cache's rows when they live in a device pool's arena (the tensor forward reads and
+    /// writes them there); `None` for host caches.
+    fn arena(&self) -> Option<&dyn ArenaKv> {
+        None
+    }
+}
+
+/// A cache whose rows live in one arena tensor ([`crate::paged::BlockPool::on_device`]).
+pub trait ArenaKv {
+    fn arena(&self) -> &candle_core::Tensor;
+    /// Identifies the pool: the sequences of one forward must share it.
+    fn pool_id(&self) -> usize;
+    /// Rows per block: block `b` of the arena is rows `b * block_size..(b + 1) * block_size`.
+    fn block_size(&self) -> usize;
+    /// Appends to `out` the arena block of each of the first `blocks` blocks of one layer's keys
+    /// (`keys`) or values.
+    fn arena_blocks(
+        &self,
+        layer: usize,
+        keys: bool,
+        blocks: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()>;
+    /// Appends to `out` the arena row of every position in `positions` of one layer's keys
+    /// (`keys`) or values. Positions must lie in reserved room; sharing layers have no keys.
+    fn arena_rows(
+        &self,
+        layer: usize,
+        keys: bool,
+        positions: std::ops::Range<usize>,
+        out: &mut Vec<u32>,
+    ) -> Result<()>;
 }
 
 /// Bytes of K/V a sequence under `plan` holds per token.

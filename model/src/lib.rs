@@ -20,6 +20,7 @@ pub mod paged;
 pub mod rope;
 pub mod sampler;
 pub mod sharing;
+mod tensor_path;
 #[cfg(test)]
 mod test_random;
 pub mod tokenizer;
@@ -28,7 +29,7 @@ pub mod vector_ops;
 
 pub use config::{EpasMeta, LlamaConfig, ModelInfo};
 pub use error::{ModelError, Result};
-pub use kv_cache::{KvCache, KvDtype, Rows, SequenceCache};
+pub use kv_cache::{ArenaKv, KvCache, KvDtype, Rows, SequenceCache};
 pub use load::load_model;
 pub use model::{EpasLlama, Logits, SequenceStep, SharedAttention};
 pub use sharing::{LayerMode, SharingPlan};

@@ -2,6 +2,8 @@
 //! sharing plan; rows are ordered by sharing depth so that, at every layer, the rows that still
 //! compute Q/K form a contiguous prefix and their projections run on one slice.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 
 use crate::attention::{AttentionShape, ProbsSource, SequenceAttention};
@@ -9,7 +11,10 @@ use crate::config::ModelInfo;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{KvCache, KvDtype, SequenceCache};
 use crate::linear::{project, Embedding, Linear};
+use crate::paged::{BlockPool, PagedSequence};
 use crate::rope::RopeTable;
+use crate::sharing::SharingPlan;
+use crate::tensor_path::{TensorForward, TensorModel};
 use crate::vector_ops::{add_in_place, rms_norm_rows, silu_mul_in_place};
 
 /// False in builds with the `no-sharing` feature: the forward then ignores sharing plans (every
@@ -88,6 +93,8 @@ pub struct EpasLlama {
     shared_attention: SharedAttention,
     kv_dtype: KvDtype,
     device: Device,
+    /// Weights on a device for the tensor forward ([`Self::on_device`]); `None`: host kernels.
+    tensor: Option<Arc<TensorModel>>,
 }
 
 impl EpasLlama {
@@ -125,6 +132,7 @@ impl EpasLlama {
             shared_attention: SharedAttention::default(),
             kv_dtype: KvDtype::F32,
             device,
+            tensor: None,
         })
     }
 
@@ -134,6 +142,57 @@ impl EpasLlama {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The model running its forward as tensor ops on `device` with weights and activations in
+    /// `dtype` (f32, f16 or bf16; quantized weights are dequantized once). This is how it runs
+    /// on CUDA; on the CPU it is the slower reference of the host kernels. Caches must then come
+    /// from [`Self::block_pool`] or [`Self::new_cache`].
+    pub fn on_device(mut self, device: &Device, dtype: DType) -> Result<Self> {
+        self.tensor = Some(Arc::new(TensorModel::from_host(&self, device, dtype)?));
+        self.device = device.clone();
+        Ok(self)
+    }
+
+    /// The compute dtype of the tensor forward; `None` when the host kernels run.
+    pub fn tensor_dtype(&self) -> Option<DType> {
+        self.tensor.as_ref().map(|t| t.dtype())
+    }
+
+    /// A block pool for caches this model can run: host blocks, or one arena on the model's
+    /// device for the tensor forward.
+    pub fn block_pool(
+        &self,
+        blocks: usize,
+        block_size: usize,
+        dtype: KvDtype,
+    ) -> Result<BlockPool> {
+        let width = self.config().kv_dim();
+        match &self.tensor {
+            None => BlockPool::new(blocks, block_size, width, dtype),
+            Some(t) => BlockPool::on_device(blocks, block_size, width, dtype, t.device()),
+        }
+    }
+
+    /// A cache for one sequence of up to `tokens` positions under `plan`: contiguous on the
+    /// host, or its own device pool for the tensor forward.
+    pub fn new_cache(&self, plan: SharingPlan, tokens: usize) -> Result<Box<dyn KvCache>> {
+        if self.tensor.is_none() {
+            return Ok(Box::new(SequenceCache::with_dtype(
+                self.config(),
+                plan,
+                tokens,
+                self.kv_dtype,
+            )));
+        }
+        const BLOCK: usize = 16;
+        let blocks = PagedSequence::blocks_for(&plan, tokens, BLOCK);
+        let pool = self.block_pool(blocks, BLOCK, self.kv_dtype)?;
+        Ok(Box::new(PagedSequence::new(pool, plan)))
+    }
+
+    pub(crate) fn rope_tables(&self) -> (&[f32], &[f32]) {
+        self.rope.cos_sin(self.rope.max_positions())
     }
 
     /// Longest sequence (prompt plus generated tokens) the model can hold.
@@ -198,6 +257,13 @@ impl EpasLlama {
                     vocab: c.vocab_size,
                 });
             }
+            if s.cache.arena().is_some() != self.tensor.is_some() {
+                return Err(ModelError::Batch(
+                    "cache storage does not match the model: device models need device-pool \
+                     caches, host models host caches"
+                        .into(),
+                ));
+            }
             if s.cache.plan().num_layers() != c.num_layers {
                 return Err(ModelError::Batch(format!(
                     "cache made for {} layers, model has {}",
@@ -210,6 +276,19 @@ impl EpasLlama {
     }
 
     fn forward_validated(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+        if let Some(tensor) = &self.tensor {
+            let c = self.config();
+            return TensorForward {
+                model: tensor,
+                num_heads: c.num_heads,
+                num_kv_heads: c.num_kv_heads,
+                head_dim: c.head_dim(),
+                eps: c.rms_norm_eps as f32,
+                shared: self.shared_attention,
+                sharing: SHARING,
+            }
+            .run(steps);
+        }
         let c = self.config();
         let (q_dim, kv_dim) = (c.hidden_size, c.kv_dim());
         let eps = c.rms_norm_eps as f32;
@@ -400,25 +479,15 @@ impl EpasLlama {
         let logits = pop(&mut project(&normed, count, &[(&self.lm_head, count)])?)?;
         let vocab = logits.len() / count;
         let logits = Tensor::from_vec(logits, (count, vocab), &self.device)?;
-        ranges
-            .into_iter()
-            .map(|r| {
-                r.map(|(start, len)| Ok(logits.narrow(0, start, len)?))
-                    .transpose()
-            })
-            .collect()
+        split_rows(&logits, ranges)
     }
 
     /// Logits of every position of `tokens` for a fresh sequence under `plan` (no cache kept).
-    pub fn forward_sequence(
-        &self,
-        tokens: &[u32],
-        plan: crate::sharing::SharingPlan,
-    ) -> Result<Tensor> {
-        let mut cache = SequenceCache::with_dtype(self.config(), plan, tokens.len(), self.kv_dtype);
+    pub fn forward_sequence(&self, tokens: &[u32], plan: SharingPlan) -> Result<Tensor> {
+        let mut cache = self.new_cache(plan, tokens.len())?;
         let mut steps = [SequenceStep {
             tokens,
-            cache: &mut cache,
+            cache: cache.as_mut(),
             logits: Logits::All,
         }];
         let mut out = self.forward(&mut steps)?;
@@ -426,6 +495,20 @@ impl EpasLlama {
             .flatten()
             .ok_or_else(|| ModelError::Batch("no logits returned".into()))
     }
+}
+
+/// Each sequence's `(first row, rows)` of `logits`, or `None`.
+pub(crate) fn split_rows(
+    logits: &Tensor,
+    ranges: Vec<Option<(usize, usize)>>,
+) -> Result<Vec<Option<Tensor>>> {
+    ranges
+        .into_iter()
+        .map(|r| {
+            r.map(|(start, len)| Ok(logits.narrow(0, start, len)?))
+                .transpose()
+        })
+        .collect()
 }
 
 fn pop(outputs: &mut Vec<Vec<f32>>) -> Result<Vec<f32>> {

@@ -65,3 +65,31 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max)
 }
+
+/// A random 6-layer model (vocabulary 61, 128 positions) with sharper attention than random
+/// initialisation gives (Q scaled by 20), so a wrong mask or position shows in the logits.
+pub fn sharp_random_model(
+    hidden_size: usize,
+    num_heads: usize,
+    num_kv_heads: usize,
+    seed: u64,
+) -> EpasLlama {
+    let config = epas_model::LlamaConfig {
+        vocab_size: 61,
+        hidden_size,
+        intermediate_size: 40,
+        num_layers: 6,
+        num_heads,
+        num_kv_heads,
+        rope_theta: 10000.0,
+        rms_norm_eps: 1e-5,
+        max_position_embeddings: 128,
+        tie_word_embeddings: true,
+    };
+    let mut m = epas_model::init::random_model(config, None, seed).unwrap();
+    for l in &mut m.layers {
+        l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap())
+            .unwrap();
+    }
+    m
+}

@@ -3,11 +3,9 @@
 mod common;
 
 use common::max_abs_diff;
-use epas_model::init::random_model;
 use epas_model::paged::{BlockPool, PagedSequence, PrefixCache};
 use epas_model::{
-    EpasLlama, KvCache, KvDtype, LlamaConfig, Logits, ModelError, SequenceCache, SequenceStep,
-    SharingPlan,
+    EpasLlama, KvCache, KvDtype, Logits, ModelError, SequenceCache, SequenceStep, SharingPlan,
 };
 
 fn model() -> EpasLlama {
@@ -16,24 +14,7 @@ fn model() -> EpasLlama {
 
 /// A random 6-layer model; head width `hidden / heads`.
 fn model_of(hidden_size: usize, num_heads: usize, num_kv_heads: usize) -> EpasLlama {
-    let config = LlamaConfig {
-        vocab_size: 61,
-        hidden_size,
-        intermediate_size: 40,
-        num_layers: 6,
-        num_heads,
-        num_kv_heads,
-        rope_theta: 10000.0,
-        rms_norm_eps: 1e-5,
-        max_position_embeddings: 128,
-        tie_word_embeddings: true,
-    };
-    let mut m = random_model(config, None, 21).unwrap();
-    for l in &mut m.layers {
-        l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap())
-            .unwrap();
-    }
-    m
+    common::sharp_random_model(hidden_size, num_heads, num_kv_heads, 21)
 }
 
 fn run(m: &EpasLlama, cache: &mut dyn KvCache, chunks: &[&[u32]]) -> Vec<f32> {

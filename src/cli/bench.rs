@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use clap::Args;
-use epas_model::{Logits, SequenceCache, SequenceStep};
+use epas_model::{Logits, SequenceStep};
 use serde::Serialize;
 
 use super::ModelArgs;
@@ -78,26 +78,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for rep in 0..=args.repeats {
         for (i, plan) in plans.iter().enumerate() {
             let prompt = synthetic(args.prompt_tokens, rep as u32);
-            let dtype = model.kv_dtype();
-            let mut cache = SequenceCache::with_dtype(model.config(), *plan, prompt.len(), dtype);
+            let mut cache = model.new_cache(*plan, prompt.len())?;
             let started = Instant::now();
             model.forward(&mut [SequenceStep {
                 tokens: &prompt,
-                cache: &mut cache,
+                cache: cache.as_mut(),
                 logits: Logits::Last,
             }])?;
             let prefill_s = started.elapsed().as_secs_f64();
 
             let ctx = synthetic(args.decode_context.max(1), rep as u32 + 1);
-            let mut cache = SequenceCache::with_dtype(
-                model.config(),
-                *plan,
-                ctx.len() + args.gen_tokens,
-                dtype,
-            );
+            let mut cache = model.new_cache(*plan, ctx.len() + args.gen_tokens)?;
             model.forward(&mut [SequenceStep {
                 tokens: &ctx,
-                cache: &mut cache,
+                cache: cache.as_mut(),
                 logits: Logits::Last,
             }])?;
             let started = Instant::now();
@@ -106,7 +100,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 token[0] = (t as u32 * 7919 + 13) % vocab;
                 model.forward(&mut [SequenceStep {
                     tokens: &token,
-                    cache: &mut cache,
+                    cache: cache.as_mut(),
                     logits: Logits::Last,
                 }])?;
             }

@@ -1,20 +1,25 @@
 //! `--device cpu|cuda[:N]`, shared by every command that runs the model.
 //!
-//! Only `cpu` runs today. `cuda[:N]` is parsed everywhere; a binary built without the `cuda`
-//! feature says so, and one built with it opens the device (so a missing driver or a bad
-//! ordinal is reported as such) and then refuses, because the forward pass is host-only code.
+//! `cpu` runs this crate's SIMD kernels on host memory. `cuda[:N]` runs the model's tensor
+//! forward on the GPU; a binary built without the `cuda` feature says so, and a missing driver
+//! or a bad ordinal is reported as such.
 
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::Device;
+use anyhow::Context;
+use candle_core::{DType, Device};
 use clap::Args;
+use epas_model::EpasLlama;
 
 /// The device named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
     #[default]
     Cpu,
+    /// The GPU code path (tensor forward, device block pool) run on the CPU: slow, for checking
+    /// that path on machines without a GPU.
+    CpuTensor,
     Cuda(usize),
 }
 
@@ -25,13 +30,14 @@ impl FromStr for DeviceSpec {
         let s = s.trim().to_ascii_lowercase();
         match s.as_str() {
             "cpu" => Ok(Self::Cpu),
+            "cpu-tensor" => Ok(Self::CpuTensor),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
             _ => match s.strip_prefix("cuda:") {
                 Some(n) => n
                     .parse::<usize>()
                     .map(Self::Cuda)
                     .map_err(|_| format!("`{s}`: the CUDA ordinal must be a number, e.g. cuda:0")),
-                None => Err(format!("`{s}`: expected cpu, cuda or cuda:N")),
+                None => Err(format!("`{s}`: expected cpu, cuda, cuda:N or cpu-tensor")),
             },
         }
     }
@@ -41,35 +47,81 @@ impl fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cpu => f.write_str("cpu"),
+            Self::CpuTensor => f.write_str("cpu-tensor"),
             Self::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct DeviceArgs {
-    /// Where the model runs: `cpu`, or `cuda[:N]` (needs a build with `--features cuda`; the
-    /// forward pass does not run on CUDA yet, so `cuda` is refused with the reason).
-    #[arg(long, env = "EPAS_DEVICE", default_value = "cpu")]
-    pub device: DeviceSpec,
-}
+/// Element type of weights and activations on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComputeDtype(pub DType);
 
-impl DeviceArgs {
-    /// The candle device to load the model on, or why it cannot be used.
-    pub fn resolve(&self) -> anyhow::Result<Device> {
-        match self.device {
-            DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(ordinal) => cuda_device(ordinal),
+impl FromStr for ComputeDtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f16" => Ok(Self(DType::F16)),
+            "bf16" => Ok(Self(DType::BF16)),
+            "f32" => Ok(Self(DType::F32)),
+            other => Err(format!("`{other}`: expected f16, bf16 or f32")),
         }
     }
 }
 
-/// What keeps the EPAS forward pass on the host (named in the error for `--device cuda`).
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub const CUDA_MISSING: &str = "the EPAS forward pass runs on the CPU only: the decoder step \
-(model/src/model.rs) copies activations to host vectors, attention (model/src/attention.rs) \
-and the paged KV cache (model/src/paged) are host-memory code, and the Q4_1/Q8_0 matmuls use \
-this crate's x86 SIMD kernels (model/src/kernels); GPU serving is not implemented yet (issue 9)";
+impl fmt::Display for ComputeDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// Where the model runs: `cpu` (this crate's SIMD kernels), `cuda[:N]` (the tensor forward
+    /// on an NVIDIA GPU; needs a build with `--features cuda`), or `cpu-tensor` (the GPU code
+    /// path on the CPU: slow, for checking it without a GPU).
+    #[arg(long, env = "EPAS_DEVICE", default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Weights and activations on a GPU: `f16`, `bf16` or `f32` (quantized GGUF weights are
+    /// dequantized to it once at load). Ignored on the CPU.
+    #[arg(long, env = "EPAS_DEVICE_DTYPE", default_value = "f16")]
+    pub device_dtype: ComputeDtype,
+}
+
+impl DeviceArgs {
+    /// The candle device the model runs on, or why it cannot be used.
+    pub fn resolve(&self) -> anyhow::Result<Device> {
+        match self.device {
+            DeviceSpec::Cpu | DeviceSpec::CpuTensor => Ok(Device::Cpu),
+            DeviceSpec::Cuda(ordinal) => cuda_device(ordinal),
+        }
+    }
+
+    /// `model` (loaded on the host) as it runs on the chosen device: unchanged on `cpu`, its
+    /// weights copied for the tensor forward otherwise.
+    pub fn place(&self, model: EpasLlama) -> anyhow::Result<EpasLlama> {
+        match self.device {
+            DeviceSpec::Cpu => Ok(model),
+            _ => self.on(model, &self.resolve()?),
+        }
+    }
+
+    /// `model` running the tensor forward on `device` (also on the CPU, for checks).
+    pub fn on(&self, model: EpasLlama, device: &Device) -> anyhow::Result<EpasLlama> {
+        let started = std::time::Instant::now();
+        let model = model
+            .on_device(device, self.device_dtype.0)
+            .with_context(|| format!("copying the weights to {}", self.device))?;
+        tracing::info!(
+            device = %self.device,
+            dtype = %self.device_dtype,
+            seconds = started.elapsed().as_secs_f32(),
+            "weights on the device"
+        );
+        Ok(model)
+    }
+}
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_device(ordinal: usize) -> anyhow::Result<Device> {
@@ -81,16 +133,14 @@ fn cuda_device(ordinal: usize) -> anyhow::Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn cuda_device(ordinal: usize) -> anyhow::Result<Device> {
-    let device = Device::new_cuda(ordinal).map_err(|e| {
+    Device::new_cuda(ordinal).map_err(|e| {
         // candle appends a backtrace to driver errors when RUST_BACKTRACE is set: first line only.
         let e = e.to_string();
         let e = e.lines().next().unwrap_or_default().to_string();
         anyhow::anyhow!(
             "--device cuda:{ordinal}: opening CUDA device {ordinal} (is the NVIDIA driver loaded?): {e}"
         )
-    })?;
-    drop(device);
-    anyhow::bail!("--device cuda:{ordinal}: CUDA device {ordinal} opened, but {CUDA_MISSING}")
+    })
 }
 
 #[cfg(test)]
@@ -103,25 +153,30 @@ mod tests {
         assert_eq!("CPU".parse(), Ok(DeviceSpec::Cpu));
         assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
         assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
+        assert_eq!("cpu-tensor".parse(), Ok(DeviceSpec::CpuTensor));
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
         assert!("metal".parse::<DeviceSpec>().is_err());
         assert_eq!(DeviceSpec::Cuda(1).to_string(), "cuda:1");
     }
 
     #[test]
-    fn cpu_resolves_and_cuda_is_refused_with_the_reason() {
-        let cpu = DeviceArgs {
-            device: DeviceSpec::Cpu,
+    fn cpu_resolves_and_cuda_needs_the_feature() {
+        let args = |device| DeviceArgs {
+            device,
+            device_dtype: ComputeDtype(DType::F16),
         };
-        assert!(cpu.resolve().unwrap().is_cpu());
-        let cuda = DeviceArgs {
-            device: DeviceSpec::Cuda(0),
-        };
-        let err = format!("{:#}", cuda.resolve().unwrap_err());
-        if cfg!(feature = "cuda") {
-            assert!(err.contains("cuda:0"), "{err}");
-        } else {
+        assert!(args(DeviceSpec::Cpu).resolve().unwrap().is_cpu());
+        if !cfg!(feature = "cuda") {
+            let err = format!("{:#}", args(DeviceSpec::Cuda(0)).resolve().unwrap_err());
             assert!(err.contains("built without the cuda feature"), "{err}");
         }
+    }
+
+    #[test]
+    fn parses_compute_dtypes() {
+        assert_eq!("BF16".parse(), Ok(ComputeDtype(DType::BF16)));
+        assert_eq!("f32".parse(), Ok(ComputeDtype(DType::F32)));
+        assert!("q4".parse::<ComputeDtype>().is_err());
+        assert_eq!(ComputeDtype(DType::F16).to_string(), "f16");
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_batch;
 mod bench_train;
+mod check_device;
 mod device;
 mod eval;
 mod export;
@@ -48,6 +49,9 @@ pub enum Command {
     BenchTrain(bench_train::BenchTrainArgs),
     /// Train with the progressive sharing schedule (from scratch or from --init).
     Train(train::TrainArgs),
+    /// Check the GPU code path (tensor forward) against the host kernels: logits per sharing
+    /// ratio and batch invariance (`--device cuda`, or `cpu-tensor` without a GPU).
+    CheckDevice(check_device::CheckDeviceArgs),
     /// Write a checkpoint as a GGUF file (q8_0, q4_0, f16 or f32) with epas.* metadata.
     Export(export::ExportArgs),
 }
@@ -62,6 +66,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::BenchTrain(a) => bench_train::run(a),
         Command::Train(a) => train::run(a),
         Command::Export(a) => export::run(a),
+        Command::CheckDevice(a) => check_device::run(a),
     }
 }
 

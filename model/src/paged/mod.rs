@@ -2,6 +2,7 @@
 //! for its compute layers and V blocks for every layer; blocks go back to the pool when the last
 //! holder drops them (RAII), and full blocks can be shared through the prefix cache.
 
+pub mod arena;
 mod pool;
 mod prefix;
 mod sequence;

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use candle_core::Tensor;
+
 use crate::error::{ModelError, Result};
-use crate::kv_cache::{KvCache, Rows};
+use crate::kv_cache::{ArenaKv, KvCache, Rows};
 use crate::sharing::SharingPlan;
 
 use super::pool::{BlockPool, KvBlock};
@@ -97,8 +99,23 @@ impl PagedSequence {
             // Shared blocks are full and lie before `len`: new rows always land in owned blocks.
             let block = Arc::get_mut(&mut blocks[pos / bs])
                 .expect("rows are only written into blocks this sequence owns alone");
-            block.data_mut().write((pos % bs) * width, row);
+            block
+                .data_mut()
+                .expect("host pool")
+                .write((pos % bs) * width, row);
         }
+    }
+
+    /// `rows` (whole rows) into a device pool's arena at positions from `len`.
+    fn write_arena(&self, arena: &Tensor, layer: usize, keys: bool, rows: &[f32]) -> Result<()> {
+        let width = self.pool.row_width();
+        let t = rows.len() / width;
+        let mut slots = Vec::with_capacity(t);
+        self.arena_rows(layer, keys, self.len..self.len + t, &mut slots)?;
+        let device = arena.device();
+        let src = Tensor::from_slice(rows, (t, width), device)?;
+        let index = Tensor::from_vec(slots, t, device)?;
+        crate::paged::arena::scatter_rows(arena, &index, &src)
     }
 
     fn rows<'a>(&self, blocks: &'a [Arc<KvBlock>]) -> Rows<'a> {
@@ -142,6 +159,18 @@ impl KvCache for PagedSequence {
     }
 
     fn append(&mut self, layer: usize, keys: Option<&[f32]>, values: &[f32]) {
+        if let Some(arena) = self.pool.arena() {
+            // The tensor forward writes device rows itself; this path serves host callers.
+            let write = |k: bool, rows: &[f32]| {
+                self.write_arena(arena, layer, k, rows)
+                    .expect("arena rows lie in reserved room")
+            };
+            if let (true, Some(src)) = (self.plan.computes(layer), keys) {
+                write(true, src);
+            }
+            write(false, values);
+            return;
+        }
         let (bs, width, start) = (self.pool.block_size(), self.pool.row_width(), self.len);
         if let (Some(dst), Some(src)) = (self.keys[layer].as_mut(), keys) {
             Self::write(dst, start, src, bs, width);
@@ -162,4 +191,73 @@ impl KvCache for PagedSequence {
     }
 
     fn rollback(&mut self) {}
+
+    fn arena(&self) -> Option<&dyn ArenaKv> {
+        self.pool.arena().map(|_| self as &dyn ArenaKv)
+    }
+}
+
+impl ArenaKv for PagedSequence {
+    fn arena(&self) -> &Tensor {
+        self.pool
+            .arena()
+            .expect("only device-pool sequences expose an arena")
+    }
+
+    fn pool_id(&self) -> usize {
+        self.pool.id()
+    }
+
+    fn block_size(&self) -> usize {
+        self.pool.block_size()
+    }
+
+    fn arena_rows(
+        &self,
+        layer: usize,
+        keys: bool,
+        positions: std::ops::Range<usize>,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        let blocks = self.layer_blocks(layer, keys)?;
+        let bs = self.pool.block_size();
+        for pos in positions {
+            let slot = arena_slot(blocks, pos / bs)?;
+            out.push((slot * bs + pos % bs) as u32);
+        }
+        Ok(())
+    }
+
+    fn arena_blocks(
+        &self,
+        layer: usize,
+        keys: bool,
+        blocks: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        let held = self.layer_blocks(layer, keys)?;
+        for b in 0..blocks {
+            out.push(arena_slot(held, b)? as u32);
+        }
+        Ok(())
+    }
+}
+
+impl PagedSequence {
+    fn layer_blocks(&self, layer: usize, keys: bool) -> Result<&[Arc<KvBlock>]> {
+        if keys {
+            self.keys[layer].as_deref().ok_or_else(|| {
+                ModelError::Batch(format!("layer {layer} shares attention and holds no keys"))
+            })
+        } else {
+            Ok(&self.values[layer])
+        }
+    }
+}
+
+fn arena_slot(blocks: &[Arc<KvBlock>], block: usize) -> Result<usize> {
+    blocks
+        .get(block)
+        .and_then(|b| b.arena_slot())
+        .ok_or_else(|| ModelError::Batch(format!("block {block} is not a reserved device block")))
 }

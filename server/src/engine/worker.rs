@@ -64,7 +64,8 @@ impl Worker {
                 "the KV cache holds no block".into(),
             ));
         }
-        let pool = BlockPool::new(blocks, config.block_size, width, config.kv_dtype)?;
+        // Host blocks, or one arena on the model's device when it runs the tensor forward.
+        let pool = model.block_pool(blocks, config.block_size, config.kv_dtype)?;
         state.kv_blocks_total.store(blocks, Ordering::Relaxed);
         let prefix = config
             .prefix_cache

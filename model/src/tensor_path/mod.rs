@@ -1,0 +1,109 @@
+//! The forward pass on candle tensors, for devices other than the host CPU (CUDA). The host path
+//! ([`crate::model`]) runs this crate's SIMD kernels on slices; this one expresses the same
+//! EPAS forward (per-sequence sharing plans, Q/K only for computing rows, P reuse, K cached only
+//! for compute layers) as tensor ops, so candle's CUDA backend runs it unchanged. It runs on the
+//! CPU too, which is how the tests check it against the host path.
+//!
+//! Weights are dense in the compute dtype (quantized GGUF tensors are dequantized once at
+//! load); K/V rows live in a device block pool's arena ([`crate::paged::BlockPool::on_device`]).
+
+mod forward;
+mod groups;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::linear::Linear;
+use crate::model::EpasLlama;
+
+pub(crate) use forward::TensorForward;
+
+/// One decoder layer's weights on the device.
+#[derive(Debug)]
+struct TensorLayer {
+    attn_norm: Tensor,
+    /// `(hidden + kv_dim, hidden)`: Q rows then K rows, one matmul for computing rows.
+    wqk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    mlp_norm: Tensor,
+    /// `(2 * ffn, hidden)`: gate rows then up rows.
+    gate_up: Tensor,
+    down: Tensor,
+}
+
+/// The model's weights on a device, plus the RoPE tables.
+#[derive(Debug)]
+pub struct TensorModel {
+    device: Device,
+    dtype: DType,
+    embed: Tensor,
+    layers: Vec<TensorLayer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    ffn: usize,
+}
+
+impl TensorModel {
+    /// Copies `model`'s weights to `device` as dense `dtype` (f32, f16 or bf16).
+    pub fn from_host(model: &EpasLlama, device: &Device, dtype: DType) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(ModelError::Config(format!(
+                "device compute dtype must be f32, f16 or bf16, not {dtype:?}"
+            )));
+        }
+        let put = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.to_dtype(DType::F32)?
+                .to_dtype(dtype)?
+                .to_device(device)?
+                .contiguous()?)
+        };
+        let dense = |l: &Linear| -> Result<Tensor> { put(&l.dequantized()?) };
+        let stacked = |a: &Linear, b: &Linear| -> Result<Tensor> {
+            put(&Tensor::cat(&[a.dequantized()?, b.dequantized()?], 0)?)
+        };
+        let layers = model
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(TensorLayer {
+                    attn_norm: put(&l.attn_norm)?,
+                    wqk: stacked(&l.wq, &l.wk)?,
+                    wv: dense(&l.wv)?,
+                    wo: dense(&l.wo)?,
+                    mlp_norm: put(&l.mlp_norm)?,
+                    gate_up: stacked(&l.gate, &l.up)?,
+                    down: dense(&l.down)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (cos, sin) = model.rope_tables();
+        let c = model.config();
+        let half = c.head_dim() / 2;
+        let positions = cos.len() / half.max(1);
+        let table = |v: &[f32]| -> Result<Tensor> {
+            put(&Tensor::from_slice(v, (positions, half), &Device::Cpu)?)
+        };
+        Ok(Self {
+            device: device.clone(),
+            dtype,
+            embed: put(&model.embed.dequantized()?)?,
+            layers,
+            norm: put(&model.norm)?,
+            lm_head: dense(&model.lm_head)?,
+            cos: table(cos)?,
+            sin: table(sin)?,
+            ffn: c.intermediate_size,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+}

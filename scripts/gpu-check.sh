@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# One command for a machine with an NVIDIA GPU: checks the GPU path and measures it.
+#   1. `epas check-device` in f32 and f16: logits of the tensor forward on the GPU against the
+#      host CPU kernels on the same weights for ratios 0, 0.25, 0.5, and batch invariance (every
+#      prompt at every ratio in one batch vs each alone, fed the same tokens);
+#   2. `epas bench` on the GPU: prefill (512 tokens) and decode (128 tokens) tokens/s per ratio;
+#   3. `epas serve` on the GPU driven by `epas-loadtest` at 16 and 64 clients for ratios
+#      0, 0.25 and 0.5 (128 prompt / 128 generated tokens, closed loop).
+# It writes $OUT/gpu-check.md (the BENCHMARKS.md section) and exits non-zero if a check fails.
+#
+#   bash scripts/gpu-check.sh                       # cuda:0, the SmolLM2 file or the built-in
+#   bash scripts/gpu-check.sh --device cpu-tensor --quick   # the same steps on the CPU (CI)
+#
+# Binaries: $EPAS_BIN (for cuda: target-cuda/release/epas, else dist/epas-cuda.gz unpacked; for
+# other devices target/release/epas) and $LOADTEST_BIN (default target/release/epas-loadtest). CUDA 13
+# libraries (cuBLAS, cuRAND, NVRTC, cudart) are looked up in the Python `nvidia` wheels
+# (PyTorch's) and common install paths when the loader cannot find them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+device=cuda:0
+model=""
+out="${OUT:-target/gpu-check}"
+quick=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) device="$2"; shift 2 ;;
+    --model) model="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --quick) quick=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out"
+
+epas="${EPAS_BIN:-}"
+if [ -z "$epas" ]; then
+  if [ "${device#cuda}" = "$device" ]; then
+    epas=target/release/epas
+  elif [ -x target-cuda/release/epas ]; then
+    epas=target-cuda/release/epas
+  elif [ -f dist/epas-cuda.gz ]; then
+    epas="$out/epas-cuda"
+    gunzip -c dist/epas-cuda.gz >"$epas"
+    chmod +x "$epas"
+  else
+    epas=target/release/epas
+  fi
+fi
+loadtest="${LOADTEST_BIN:-target/release/epas-loadtest}"
+for bin in "$epas" "$loadtest"; do
+  [ -x "$bin" ] || { echo "gpu-check: $bin is missing (build it, or set EPAS_BIN / LOADTEST_BIN)" >&2; exit 1; }
+done
+
+# CUDA libraries the binary links against, when the loader does not find them itself.
+if ldd "$epas" 2>/dev/null | grep -q "not found"; then
+  dirs="$(python3 - <<'EOF' 2>/dev/null || true
+import glob, os, site
+roots = site.getsitepackages() + [site.getusersitepackages()]
+seen = []
+for root in roots:
+    for lib in glob.glob(os.path.join(root, "nvidia", "**", "lib*.so*"), recursive=True):
+        d = os.path.dirname(lib)
+        if d not in seen:
+            seen.append(d)
+print(":".join(seen))
+EOF
+)"
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+    [ -d "$d" ] && dirs="${dirs:+$dirs:}$d"
+  done
+  export LD_LIBRARY_PATH="${dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  missing="$(ldd "$epas" | grep "not found" || true)"
+  if [ -n "$missing" ]; then
+    echo "gpu-check: $epas needs libraries this machine lacks:" >&2
+    echo "$missing" >&2
+    exit 1
+  fi
+fi
+
+if [ -z "$model" ]; then
+  if [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+    model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+  else
+    model=builtin
+  fi
+fi
+
+if [ "$quick" = 1 ]; then
+  decode_steps=2; prompt_tokens=64; gen_tokens=8; repeats=1
+  conc=2,4; per_client=1; serve_tokens=8
+else
+  decode_steps=16; prompt_tokens=512; gen_tokens=128; repeats=3
+  conc=16,64; per_client=4; serve_tokens=128
+fi
+
+gpu="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)"
+report="$out/gpu-check.md"
+{
+  echo "## GPU check (\`scripts/gpu-check.sh\`)"
+  echo
+  echo "Device \`$device\`${gpu:+ ($gpu)}, model \`$model\`, $(date -u +%Y-%m-%d), binary \`$epas\`."
+  echo
+} >"$report"
+
+status=0
+for dtype in f32 f16; do
+  echo "== check-device $dtype" >&2
+  if ! "$epas" check-device --model "$model" --device "$device" --device-dtype "$dtype" \
+      --decode-steps "$decode_steps" --allow-untrained-sharing >"$out/check-$dtype.txt"; then
+    status=1
+  fi
+  { echo "### Logits against the CPU path, batch invariance ($dtype)"; echo;
+    cat "$out/check-$dtype.txt"; echo; } >>"$report"
+done
+
+echo "== bench" >&2
+"$epas" bench --model "$model" --device "$device" --allow-untrained-sharing \
+  --ratios 0,0.25,0.5 --prompt-tokens "$prompt_tokens" --gen-tokens "$gen_tokens" \
+  --repeats "$repeats" >"$out/bench.txt"
+{ echo "### Single stream (f16): \`epas bench --device $device --prompt-tokens $prompt_tokens --gen-tokens $gen_tokens\`";
+  echo; cat "$out/bench.txt"; echo; } >>"$report"
+
+echo "== serve + epas-loadtest" >&2
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$epas" serve --model "$model" --device "$device" --port "$port" --allow-untrained-sharing \
+  --max-batch-size 64 >"$out/serve.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1200); do
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+  kill -0 "$pid" 2>/dev/null || { echo "gpu-check: the server exited:" >&2; tail -5 "$out/serve.log" >&2; exit 1; }
+  sleep 0.1
+done
+"$loadtest" --url "http://127.0.0.1:$port" --sweep "concurrency=$conc" \
+  --requests-per-client "$per_client" --prompt-tokens 128 --max-tokens "$serve_tokens" \
+  --ignore-eos --warmup 2 --timeout 600 --seed 0 --ratio-sweep 0,0.25,0.5 \
+  --label "epas serve --device $device" --json "$out/serve.json" --markdown "$out/serve.md" >/dev/null
+{ echo "### Served (f16), epas-loadtest at $conc clients, 128 prompt / $serve_tokens generated tokens";
+  echo; sed -e 's/^## epas-loadtest results/#### Results/' "$out/serve.md"; echo; } >>"$report"
+
+cat "$report"
+if [ "$status" != 0 ]; then
+  echo "gpu-check: a logits or batch-invariance check FAILED (see above)" >&2
+fi
+exit "$status"
