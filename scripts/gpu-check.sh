@@ -12,7 +12,8 @@
 #   bash scripts/gpu-check.sh --device cpu-tensor --quick   # the same steps on the CPU (CI)
 #
 # Binaries: $EPAS_BIN (for cuda: target-cuda/release/epas, else dist/epas-cuda.gz unpacked; for
-# other devices target/release/epas) and $LOADTEST_BIN (default target/release/epas-loadtest). CUDA 13
+# other devices target/release/epas) and $LOADTEST_BIN (target/release/epas-loadtest, else
+# dist/epas-loadtest.gz; scripts/pack-gpu.sh makes dist/ for machines without Rust). CUDA 13
 # libraries (cuBLAS, cuRAND, NVRTC, cudart) are looked up in the Python `nvidia` wheels
 # (PyTorch's) and common install paths when the loader cannot find them.
 set -euo pipefail
@@ -48,8 +49,17 @@ if [ -z "$epas" ]; then
     epas=target/release/epas
   fi
 fi
-loadtest="${LOADTEST_BIN:-target/release/epas-loadtest}"
-for bin in "$epas" "$loadtest"; do
+loadtest="${LOADTEST_BIN:-}"
+if [ -z "$loadtest" ]; then
+  if [ -x target/release/epas-loadtest ]; then
+    loadtest=target/release/epas-loadtest
+  elif [ -f dist/epas-loadtest.gz ]; then
+    loadtest="$out/epas-loadtest"
+    gunzip -c dist/epas-loadtest.gz >"$loadtest"
+    chmod +x "$loadtest"
+  fi
+fi
+for bin in "$epas" "${loadtest:-epas-loadtest}"; do
   [ -x "$bin" ] || { echo "gpu-check: $bin is missing (build it, or set EPAS_BIN / LOADTEST_BIN)" >&2; exit 1; }
 done
 
@@ -104,6 +114,14 @@ report="$out/gpu-check.md"
   echo
 } >"$report"
 
+echo "== probe $device" >&2
+if ! "$epas" generate --model "$model" --device "$device" --prompt "Hello" --max-tokens 1 \
+    >/dev/null 2>"$out/probe.log"; then
+  echo "gpu-check: the model does not run on $device:" >&2
+  tail -3 "$out/probe.log" >&2
+  exit 1
+fi
+
 status=0
 for dtype in f32 f16; do
   echo "== check-device $dtype" >&2
@@ -122,6 +140,12 @@ echo "== bench" >&2
 { echo "### Single stream (f16): \`epas bench --device $device --prompt-tokens $prompt_tokens --gen-tokens $gen_tokens\`";
   echo; cat "$out/bench.txt"; echo; } >>"$report"
 
+# curl may be missing on a bare GPU machine; python3 is there.
+healthy() {
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" \
+    >/dev/null 2>&1
+}
+
 echo "== serve + epas-loadtest" >&2
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "$epas" serve --model "$model" --device "$device" --port "$port" --allow-untrained-sharing \
@@ -129,7 +153,7 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); 
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1200); do
-  curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+  healthy "http://127.0.0.1:$port/health" && break
   kill -0 "$pid" 2>/dev/null || { echo "gpu-check: the server exited:" >&2; tail -5 "$out/serve.log" >&2; exit 1; }
   sleep 0.1
 done

@@ -89,14 +89,25 @@ fn a_full_pool_is_an_error_and_changes_nothing() {
 
 #[test]
 fn prefix_hits_give_the_same_logits_as_misses() {
-    let m = model();
+    let host = model();
+    let on_device = host
+        .clone()
+        .on_device(&candle_core::Device::Cpu, candle_core::DType::F32)
+        .unwrap();
+    // The host kernels, and the tensor forward over a device pool (the GPU path).
+    for m in [host, on_device] {
+        let pool = m.block_pool(400, 4, KvDtype::F16).unwrap();
+        prefix_hits_match_misses(&m, pool);
+    }
+}
+
+fn prefix_hits_match_misses(m: &EpasLlama, pool: BlockPool) {
     let plan = SharingPlan::with_sharing_layers(6, 3).unwrap();
-    let pool = BlockPool::new(400, 4, m.config().kv_dim(), KvDtype::F16).unwrap();
     let mut prefix = PrefixCache::new(4);
     let first: Vec<u32> = (0..18).map(|i| (i * 5 + 1) % 61).collect();
     let mut seq = PagedSequence::new(pool.clone(), plan);
     assert!(prefix.lookup(&plan, &first).is_empty());
-    run(&m, &mut seq, &[&first]);
+    run(m, &mut seq, &[&first]);
     prefix.insert(&plan, &first, seq.full_blocks());
     drop(seq);
     // 4 full blocks stay cached; the partial fifth went back to the pool.
@@ -107,9 +118,9 @@ fn prefix_hits_give_the_same_logits_as_misses() {
     let hit = prefix.lookup(&plan, &second);
     assert_eq!(hit.len(), 3, "blocks 0..12 match");
     let mut cached = PagedSequence::with_prefix(pool.clone(), plan, &hit);
-    let tail = run(&m, &mut cached, &[&second[12..]]);
+    let tail = run(m, &mut cached, &[&second[12..]]);
     let mut fresh = PagedSequence::new(pool.clone(), plan);
-    let full = run(&m, &mut fresh, &[&second]);
+    let full = run(m, &mut fresh, &[&second]);
     let v = m.config().vocab_size;
     // Dense matmuls sum in an order that depends on the row count (4 rows vs 16): ulps only.
     let diff = max_abs_diff(&tail, &full[12 * v..]);
@@ -123,5 +134,50 @@ fn prefix_hits_give_the_same_logits_as_misses() {
 
     drop((cached, fresh, hit));
     assert_eq!(prefix.evict(usize::MAX), 4 * 9);
+    assert_eq!(pool.stats().used(), 0);
+}
+
+#[test]
+fn rows_appended_to_a_device_pool_sequence_land_in_its_arena_blocks() {
+    use candle_core::{DType, Device, Tensor};
+    let width = 3;
+    let pool = BlockPool::on_device(10, 2, width, KvDtype::F32, &Device::Cpu).unwrap();
+    let plan = SharingPlan::with_sharing_layers(2, 1).unwrap();
+    let mut seq = PagedSequence::new(pool.clone(), plan);
+    let rows =
+        |base: f32, n: usize| -> Vec<f32> { (0..n * width).map(|i| base + i as f32).collect() };
+    for (t, base) in [(3, 0.0), (2, 100.0)] {
+        seq.reserve(t).unwrap();
+        seq.append(0, Some(&rows(base, t)), &rows(base + 1000.0, t));
+        seq.append(1, Some(&rows(-1.0, t)), &rows(base + 2000.0, t));
+        seq.commit(t);
+    }
+    let arena = seq.arena().expect("device pool");
+    let read = |layer: usize, keys: bool| -> Vec<f32> {
+        let mut slots = Vec::new();
+        arena.arena_rows(layer, keys, 0..5, &mut slots).unwrap();
+        let index = Tensor::from_vec(slots, 5, &Device::Cpu).unwrap();
+        let got = epas_model::paged::arena::gather_rows(arena.arena(), &index).unwrap();
+        got.to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let expect = |a: f32, b: f32| [rows(a, 3), rows(b, 2)].concat();
+    assert_eq!(read(0, true), expect(0.0, 100.0));
+    assert_eq!(read(0, false), expect(1000.0, 1100.0));
+    assert_eq!(read(1, false), expect(2000.0, 2100.0));
+    assert!(
+        arena.arena_rows(1, true, 0..1, &mut Vec::new()).is_err(),
+        "sharing layer: no K"
+    );
+    assert_eq!(
+        pool.stats().used(),
+        3 * 3,
+        "3 blocks of 2 rows for K0, V0, V1"
+    );
+    drop(seq);
     assert_eq!(pool.stats().used(), 0);
 }
