@@ -75,6 +75,14 @@ impl BlockPool {
             KvDtype::F32 => DType::F32,
             KvDtype::F16 => DType::F16,
         };
+        let values = blocks.max(1) * block_size * row_width;
+        if values > u32::MAX as usize {
+            // Arena rows are u32 indices, and candle's CUDA gather kernel offsets in 32 bits.
+            return Err(ModelError::Config(format!(
+                "a device KV pool holds at most 2^32 values; {blocks} blocks of {block_size} \
+                 rows of {row_width} are {values}: lower --kv-cache-tokens or --kv-cache-bytes"
+            )));
+        }
         let arena = Tensor::zeros((blocks.max(1) * block_size, row_width), elem, device)?;
         Self::build(blocks, block_size, row_width, dtype, Some(arena))
     }
@@ -276,5 +284,11 @@ mod tests {
         let mut slots: Vec<usize> = all.iter().map(|b| b.arena_slot().unwrap()).collect();
         slots.sort();
         assert_eq!(slots, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_device_pool_past_32_bit_indexing_is_refused() {
+        let err = BlockPool::on_device(1 << 20, 16, 512, KvDtype::F16, &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("at most 2^32 values"), "{err}");
     }
 }

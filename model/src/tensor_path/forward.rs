@@ -279,14 +279,18 @@ impl TensorForward<'_> {
         for (g, rows) in groups.iter().zip(group_rows) {
             let members = g.slots.len();
             let c = g.slots.iter().take_while(|&&s| s < computing).count();
-            let v = self.heads_major(&values.narrow(0, value_at, members * g.width)?, members)?;
+            let v = self.heads_major(
+                &values.narrow(0, value_at, members * g.width)?,
+                members,
+                self.model.dtype,
+            )?;
             value_at += members * g.width;
             let mut parts = Vec::with_capacity(2);
             if c > 0 {
                 let keys = keys
                     .as_ref()
                     .ok_or_else(|| ModelError::Batch("computing rows without keys".into()))?;
-                let k = self.heads_major(&keys.narrow(0, key_at, c * g.width)?, c)?;
+                let k = self.heads_major(&keys.narrow(0, key_at, c * g.width)?, c, DType::F32)?;
                 key_at += c * g.width;
                 let q = self.group_queries(input, g, rows, c)?;
                 let p = self.probs(&q, &k, &g.mask.narrow(0, 0, c)?)?;
@@ -361,7 +365,7 @@ impl TensorForward<'_> {
         let count = blocks.len();
         let blocks = Tensor::from_vec(blocks, count, &self.model.device)?;
         let keys = self.gather(input, &blocks)?;
-        let k = self.heads_major(&keys, 1)?;
+        let k = self.heads_major(&keys, 1, DType::F32)?;
         self.probs(&src.q, &k, &g.mask.narrow(0, member, 1)?)
     }
 
@@ -378,14 +382,14 @@ impl TensorForward<'_> {
             .reshape((count * input.block_size, kv_dim))?)
     }
 
-    /// `(members * width, kv_dim)` rows as `(members, kv_heads, width, head_dim)`.
-    fn heads_major(&self, rows: &Tensor, members: usize) -> Result<Tensor> {
+    /// `(members * width, kv_dim)` rows as `(members, kv_heads, width, head_dim)` in `dtype`.
+    fn heads_major(&self, rows: &Tensor, members: usize, dtype: DType) -> Result<Tensor> {
         let width = rows.dim(0)? / members;
         Ok(rows
             .reshape((members, width, self.num_kv_heads, self.head_dim))?
             .transpose(1, 2)?
             .contiguous()?
-            .to_dtype(self.model.dtype)?)
+            .to_dtype(dtype)?)
     }
 
     /// Scaled queries of the first `c` members, `(c, kv_heads, group * t, head_dim)`: the heads
@@ -415,9 +419,18 @@ impl TensorForward<'_> {
             * scale)?)
     }
 
-    /// `softmax(q k^T + mask)` in f32, returned in the compute dtype.
+    /// `softmax(q k^T + mask)` in f32, returned in the compute dtype; `k` in f32.
     fn probs(&self, q: &Tensor, k: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
+        // Scores in f32 (k arrives in f32): rounded to f16/bf16 they would keep 3 digits.
+        let scores = q.to_dtype(DType::F32)?.matmul(&k.t()?)?;
+        if scores.elem_count() > i32::MAX as usize {
+            // candle's CUDA softmax indexes rows with 32-bit ints.
+            return Err(ModelError::Batch(format!(
+                "attention scores of {} values exceed what one softmax kernel indexes; use \
+                 smaller prefill chunks",
+                scores.elem_count()
+            )));
+        }
         let (b, kv_heads, stacked, width) = scores.dims4()?;
         let t = mask.dim(3)?;
         let masked = scores
