@@ -123,7 +123,9 @@ pub fn run(args: CheckDeviceArgs) -> anyhow::Result<()> {
     }
 
     let (tolerance, min_agreement) = match dtype {
-        DType::F32 => (0.02, 0.99),
+        // f32: the host kernels' own arithmetic (approximate exp, other summation orders) is up
+        // to 0.011 apart on SmolLM2; a mask one key too wide moved its logits by 34.
+        DType::F32 => (0.05, 0.99),
         DType::F16 => (0.5, 0.95),
         _ => (1.5, 0.9),
     };
