@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU: checks the GPU path and measures it.
-#   1. `epas check-device` in f32 and f16: logits of the tensor forward on the GPU against the
-#      host CPU kernels on the same weights for ratios 0, 0.25, 0.5, and batch invariance (every
-#      prompt at every ratio in one batch vs each alone, fed the same tokens);
-#   2. `epas bench` on the GPU: prefill (512 tokens) and decode (128 tokens) tokens/s per ratio;
+#   1. `epas check-device` in f32 and f16 with dense weights, and f16 with GGUF blocks kept:
+#      logits of the tensor forward on the GPU against the host CPU kernels on the same weights
+#      for ratios 0, 0.25, 0.5, and batch invariance (every prompt at every ratio in one batch
+#      vs each alone, fed the same tokens);
+#   2. `epas bench` on the GPU, dense and quantized weights: prefill (512 tokens) and decode
+#      (128 tokens) tokens/s per ratio;
 #   3. `epas serve` on the GPU driven by `epas-loadtest` at 16 and 64 clients for ratios
 #      0, 0.25 and 0.5 (128 prompt / 128 generated tokens, closed loop).
 # It writes $OUT/gpu-check.md (the BENCHMARKS.md section) and exits non-zero if a check fails.
@@ -123,22 +125,26 @@ if ! "$epas" generate --model "$model" --device "$device" --prompt "Hello" --max
 fi
 
 status=0
-for dtype in f32 f16; do
-  echo "== check-device $dtype" >&2
+for setting in f32/dense f16/dense f16/quantized; do
+  dtype="${setting%/*}"; weights="${setting#*/}"
+  echo "== check-device $dtype $weights" >&2
   if ! "$epas" check-device --model "$model" --device "$device" --device-dtype "$dtype" \
-      --decode-steps "$decode_steps" --allow-untrained-sharing >"$out/check-$dtype.txt"; then
+      --device-weights "$weights" --decode-steps "$decode_steps" --allow-untrained-sharing \
+      >"$out/check-$dtype-$weights.txt"; then
     status=1
   fi
-  { echo "### Logits against the CPU path, batch invariance ($dtype)"; echo;
-    cat "$out/check-$dtype.txt"; echo; } >>"$report"
+  { echo "### Logits against the CPU path, batch invariance ($dtype, $weights weights)"; echo;
+    cat "$out/check-$dtype-$weights.txt"; echo; } >>"$report"
 done
 
-echo "== bench" >&2
-"$epas" bench --model "$model" --device "$device" --allow-untrained-sharing \
-  --ratios 0,0.25,0.5 --prompt-tokens "$prompt_tokens" --gen-tokens "$gen_tokens" \
-  --repeats "$repeats" >"$out/bench.txt"
-{ echo "### Single stream (f16): \`epas bench --device $device --prompt-tokens $prompt_tokens --gen-tokens $gen_tokens\`";
-  echo; cat "$out/bench.txt"; echo; } >>"$report"
+for weights in dense quantized; do
+  echo "== bench $weights" >&2
+  "$epas" bench --model "$model" --device "$device" --device-weights "$weights" \
+    --allow-untrained-sharing --ratios 0,0.25,0.5 --prompt-tokens "$prompt_tokens" \
+    --gen-tokens "$gen_tokens" --repeats "$repeats" >"$out/bench-$weights.txt"
+  { echo "### Single stream (f16, $weights weights): \`epas bench --device $device --device-weights $weights --prompt-tokens $prompt_tokens --gen-tokens $gen_tokens\`";
+    echo; cat "$out/bench-$weights.txt"; echo; } >>"$report"
+done
 
 # curl may be missing on a bare GPU machine; python3 is there.
 healthy() {

@@ -279,6 +279,9 @@ fn device_cuda_needs_the_feature_and_a_driver_and_bad_values_exit_2() {
     let o = epas(&["generate", "--device-dtype", "q4", "--prompt", "Hi"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("expected f16, bf16 or f32"));
+    let o = epas(&["generate", "--device-weights", "q4", "--prompt", "Hi"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("expected dense or quantized"));
 }
 
 #[test]

@@ -33,4 +33,5 @@ pub use kv_cache::{ArenaKv, KvCache, KvDtype, Rows, SequenceCache};
 pub use load::load_model;
 pub use model::{EpasLlama, Logits, SequenceStep, SharedAttention};
 pub use sharing::{LayerMode, SharingPlan};
+pub use tensor_path::DeviceWeights;
 pub use tokenizer::{ChatMessage, IncrementalDecoder, TextTokenizer};

@@ -14,7 +14,7 @@ use crate::linear::{project, Embedding, Linear};
 use crate::paged::{BlockPool, PagedSequence};
 use crate::rope::RopeTable;
 use crate::sharing::SharingPlan;
-use crate::tensor_path::{TensorForward, TensorModel};
+use crate::tensor_path::{DeviceWeights, TensorForward, TensorModel};
 use crate::vector_ops::{add_in_place, rms_norm_rows, silu_mul_in_place};
 
 /// False in builds with the `no-sharing` feature: the forward then ignores sharing plans (every
@@ -144,12 +144,19 @@ impl EpasLlama {
         &self.device
     }
 
-    /// The model running its forward as tensor ops on `device` with weights and activations in
-    /// `dtype` (f32, f16 or bf16; quantized weights are dequantized once). This is how it runs
-    /// on CUDA; on the CPU it is the slower reference of the host kernels. Caches must then come
-    /// from [`Self::block_pool`] or [`Self::new_cache`].
-    pub fn on_device(mut self, device: &Device, dtype: DType) -> Result<Self> {
-        self.tensor = Some(Arc::new(TensorModel::from_host(&self, device, dtype)?));
+    /// The model running its forward as tensor ops on `device` with activations in `dtype`
+    /// (f32, f16 or bf16) and quantized matrices dequantized to it or kept as GGUF blocks
+    /// (`weights`). This is how it runs on CUDA; on the CPU it is the slower reference of the
+    /// host kernels. Caches must then come from [`Self::block_pool`] or [`Self::new_cache`].
+    pub fn on_device(
+        mut self,
+        device: &Device,
+        dtype: DType,
+        weights: DeviceWeights,
+    ) -> Result<Self> {
+        self.tensor = Some(Arc::new(TensorModel::from_host(
+            &self, device, dtype, weights,
+        )?));
         self.device = device.clone();
         Ok(self)
     }

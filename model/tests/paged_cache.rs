@@ -92,7 +92,11 @@ fn prefix_hits_give_the_same_logits_as_misses() {
     let host = model();
     let on_device = host
         .clone()
-        .on_device(&candle_core::Device::Cpu, candle_core::DType::F32)
+        .on_device(
+            &candle_core::Device::Cpu,
+            candle_core::DType::F32,
+            epas_model::DeviceWeights::Dense,
+        )
         .unwrap();
     // The host kernels, and the tensor forward over a device pool (the GPU path).
     for m in [host, on_device] {

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use anyhow::Context;
 use candle_core::{DType, Device};
 use clap::Args;
-use epas_model::EpasLlama;
+use epas_model::{DeviceWeights, EpasLlama};
 
 /// The device named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,6 +87,10 @@ pub struct DeviceArgs {
     /// dequantized to it once at load). Ignored on the CPU.
     #[arg(long, env = "EPAS_DEVICE_DTYPE", default_value = "f16")]
     pub device_dtype: ComputeDtype,
+    /// Quantized (GGUF) matrices on a GPU: `dense` (dequantized to --device-dtype once; cuBLAS)
+    /// or `quantized` (kept as GGUF blocks; candle's quantized kernels, less memory).
+    #[arg(long, env = "EPAS_DEVICE_WEIGHTS", default_value = "dense")]
+    pub device_weights: DeviceWeights,
 }
 
 impl DeviceArgs {
@@ -111,11 +115,12 @@ impl DeviceArgs {
     pub fn on(&self, model: EpasLlama, device: &Device) -> anyhow::Result<EpasLlama> {
         let started = std::time::Instant::now();
         let model = model
-            .on_device(device, self.device_dtype.0)
+            .on_device(device, self.device_dtype.0, self.device_weights)
             .with_context(|| format!("copying the weights to {}", self.device))?;
         tracing::info!(
             device = %self.device,
             dtype = %self.device_dtype,
+            weights = %self.device_weights,
             seconds = started.elapsed().as_secs_f32(),
             "weights on the device"
         );
@@ -164,6 +169,7 @@ mod tests {
         let args = |device| DeviceArgs {
             device,
             device_dtype: ComputeDtype(DType::F16),
+            device_weights: DeviceWeights::Dense,
         };
         assert!(args(DeviceSpec::Cpu).resolve().unwrap().is_cpu());
         if !cfg!(feature = "cuda") {

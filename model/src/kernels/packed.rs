@@ -175,6 +175,42 @@ impl PackedMatrix {
         &self.scales[g * len..(g + 1) * len]
     }
 
+    /// The raw GGUF blocks again (the inverse of [`Self::from_gguf`]), for backends that take
+    /// GGUF data (candle's CUDA quantized matmul).
+    pub fn to_gguf(&self) -> Vec<u8> {
+        let (nb, bb) = (self.blocks(), self.format.gguf_block_bytes());
+        let (qb, sc) = (self.format.quant_bytes(), self.format.scale_count());
+        let mut out = vec![0u8; self.rows * nb * bb];
+        for n in 0..self.rows {
+            let (g, lane) = (n / GROUP, n % GROUP);
+            let (quants, scales) = (self.group_quants(g), self.group_scales(g));
+            for b in 0..nb {
+                let dst = &mut out[(n * nb + b) * bb..][..bb];
+                let (q, s) = (&quants[b * qb..][..qb], &scales[b * sc..][..sc]);
+                dst[..2].copy_from_slice(&s[lane].to_le_bytes());
+                match self.format {
+                    PackedFormat::Q4_1 => {
+                        dst[2..4].copy_from_slice(&s[GROUP + lane].to_le_bytes());
+                        for p in 0..4 {
+                            dst[4 + 4 * p..][..4].copy_from_slice(&q[p * 64 + lane * 4..][..4]);
+                        }
+                    }
+                    PackedFormat::Q8_0 => {
+                        for j in 0..8 {
+                            for (d, &v) in dst[2 + 4 * j..][..4]
+                                .iter_mut()
+                                .zip(&q[j * 64 + lane * 4..][..4])
+                            {
+                                *d = v ^ 0x80;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The weights as f32, `(rows, cols)` row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let nb = self.blocks();

@@ -239,6 +239,18 @@ fn one_region_of_several_matrices_equals_separate_products() {
 }
 
 #[test]
+fn repacked_blocks_give_back_the_gguf_bytes() {
+    let mut seed = 7;
+    for format in [PackedFormat::Q4_1, PackedFormat::Q8_0] {
+        for rows in [1, 16, 37] {
+            let data = random_gguf(format, rows, 96, &mut seed);
+            let m = PackedMatrix::from_gguf(format, rows, 96, &data).unwrap();
+            assert_eq!(m.to_gguf(), data, "{format:?} {rows} rows");
+        }
+    }
+}
+
+#[test]
 fn sizes_that_do_not_fit_are_refused() {
     assert!(PackedMatrix::from_gguf(PackedFormat::Q4_1, 2, 40, &[0; 60]).is_none());
     assert!(PackedMatrix::from_gguf(PackedFormat::Q8_0, 2, 32, &[0; 67]).is_none());

@@ -118,10 +118,10 @@ impl TensorForward<'_> {
             let computing = computing[l];
             let n_compute = batch.members.get(computing).map_or(n, |mb| mb.offset);
             let h = rms_norm(&x, &layer.attn_norm, self.eps)?;
-            let v = h.matmul(&layer.wv.t()?)?;
+            let v = layer.wv.apply(&h)?;
             scatter_rows(arena, &index.get(at.new_values)?, &v)?;
             let q = if n_compute > 0 {
-                let qk = h.narrow(0, 0, n_compute)?.matmul(&layer.wqk.t()?)?;
+                let qk = layer.wqk.apply(&h.narrow(0, 0, n_compute)?)?;
                 let (q_dim, kv_dim) = self.dims();
                 let q = self.rotate(&qk.narrow(1, 0, q_dim)?, &cos, &sin, self.num_heads)?;
                 let k =
@@ -148,7 +148,7 @@ impl TensorForward<'_> {
                 Some(order) => attn.index_select(order, 0)?,
                 None => attn,
             };
-            x = (x + attn.matmul(&layer.wo.t()?)?)?;
+            x = (x + layer.wo.apply(&attn)?)?;
             x = (&x + self.mlp(layer, &x)?)?;
         }
         self.logits(steps, &batch, &x)
@@ -256,9 +256,9 @@ impl TensorForward<'_> {
     fn mlp(&self, layer: &TensorLayer, x: &Tensor) -> Result<Tensor> {
         let ffn = self.model.ffn;
         let h = rms_norm(x, &layer.mlp_norm, self.eps)?;
-        let gate_up = h.matmul(&layer.gate_up.t()?)?;
+        let gate_up = layer.gate_up.apply(&h)?;
         let act = (silu(&gate_up.narrow(1, 0, ffn)?)? * gate_up.narrow(1, ffn, ffn)?)?;
-        Ok(act.matmul(&layer.down.t()?)?)
+        layer.down.apply(&act)
     }
 
     /// Attention of every group at one layer, rows concatenated group after group. `blocks`:
@@ -471,8 +471,9 @@ impl TensorForward<'_> {
         let m = self.model;
         let picked = x.index_select(&Tensor::from_vec(rows, count, &m.device)?, 0)?;
         let normed = rms_norm(&picked, &m.norm, self.eps)?;
-        let logits = normed
-            .matmul(&m.lm_head.t()?)?
+        let logits = m
+            .lm_head
+            .apply(&normed)?
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?;
         split_rows(&logits, ranges)

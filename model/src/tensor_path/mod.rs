@@ -4,11 +4,13 @@
 //! for compute layers) as tensor ops, so candle's CUDA backend runs it unchanged. It runs on the
 //! CPU too, which is how the tests check it against the host path.
 //!
-//! Weights are dense in the compute dtype (quantized GGUF tensors are dequantized once at
-//! load); K/V rows live in a device block pool's arena ([`crate::paged::BlockPool::on_device`]).
+//! Weights are dense in the compute dtype (quantized GGUF tensors dequantized once at load) or
+//! kept as GGUF blocks ([`DeviceWeights`]); K/V rows live in a device block pool's arena
+//! ([`crate::paged::BlockPool::on_device`]).
 
 mod forward;
 mod groups;
+mod matrix;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -17,19 +19,21 @@ use crate::linear::Linear;
 use crate::model::EpasLlama;
 
 pub(crate) use forward::TensorForward;
+pub use matrix::DeviceWeights;
+use matrix::{place, DeviceMatrix};
 
 /// One decoder layer's weights on the device.
 #[derive(Debug)]
 struct TensorLayer {
     attn_norm: Tensor,
     /// `(hidden + kv_dim, hidden)`: Q rows then K rows, one matmul for computing rows.
-    wqk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
+    wqk: DeviceMatrix,
+    wv: DeviceMatrix,
+    wo: DeviceMatrix,
     mlp_norm: Tensor,
     /// `(2 * ffn, hidden)`: gate rows then up rows.
-    gate_up: Tensor,
-    down: Tensor,
+    gate_up: DeviceMatrix,
+    down: DeviceMatrix,
 }
 
 /// The model's weights on a device, plus the RoPE tables.
@@ -40,15 +44,21 @@ pub struct TensorModel {
     embed: Tensor,
     layers: Vec<TensorLayer>,
     norm: Tensor,
-    lm_head: Tensor,
+    lm_head: DeviceMatrix,
     cos: Tensor,
     sin: Tensor,
     ffn: usize,
 }
 
 impl TensorModel {
-    /// Copies `model`'s weights to `device` as dense `dtype` (f32, f16 or bf16).
-    pub fn from_host(model: &EpasLlama, device: &Device, dtype: DType) -> Result<Self> {
+    /// Copies `model`'s weights to `device`: norms and embeddings as `dtype` (f32, f16 or
+    /// bf16), matrices as `dtype` or GGUF blocks (`weights`).
+    pub fn from_host(
+        model: &EpasLlama,
+        device: &Device,
+        dtype: DType,
+        weights: DeviceWeights,
+    ) -> Result<Self> {
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
             return Err(ModelError::Config(format!(
                 "device compute dtype must be f32, f16 or bf16, not {dtype:?}"
@@ -60,22 +70,19 @@ impl TensorModel {
                 .to_device(device)?
                 .contiguous()?)
         };
-        let dense = |l: &Linear| -> Result<Tensor> { put(&l.dequantized()?) };
-        let stacked = |a: &Linear, b: &Linear| -> Result<Tensor> {
-            put(&Tensor::cat(&[a.dequantized()?, b.dequantized()?], 0)?)
-        };
+        let matrix = |parts: &[&Linear]| place(parts, device, dtype, weights);
         let layers = model
             .layers
             .iter()
             .map(|l| {
                 Ok(TensorLayer {
                     attn_norm: put(&l.attn_norm)?,
-                    wqk: stacked(&l.wq, &l.wk)?,
-                    wv: dense(&l.wv)?,
-                    wo: dense(&l.wo)?,
+                    wqk: matrix(&[&l.wq, &l.wk])?,
+                    wv: matrix(&[&l.wv])?,
+                    wo: matrix(&[&l.wo])?,
                     mlp_norm: put(&l.mlp_norm)?,
-                    gate_up: stacked(&l.gate, &l.up)?,
-                    down: dense(&l.down)?,
+                    gate_up: matrix(&[&l.gate, &l.up])?,
+                    down: matrix(&[&l.down])?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -92,7 +99,7 @@ impl TensorModel {
             embed: put(&model.embed.dequantized()?)?,
             layers,
             norm: put(&model.norm)?,
-            lm_head: dense(&model.lm_head)?,
+            lm_head: matrix(&[&model.lm_head])?,
             cos: table(cos)?,
             sin: table(sin)?,
             ffn: c.intermediate_size,
