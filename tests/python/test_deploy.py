@@ -3,6 +3,7 @@ ports, probes, the HPA's metric through prometheus-adapter), name only metrics a
 scrape exports and only EPAS_* variables that `epas serve` reads; the image's HEALTHCHECK
 command works against a running server; hadolint passes where it is installed."""
 
+import copy
 import json
 import re
 import subprocess
@@ -164,6 +165,47 @@ def test_env_vars_are_real_serve_flags(serve_env_vars):
     for where, names in used.items():
         unknown = {n for n in names if n.startswith("EPAS_")} - serve_env_vars
         assert not unknown, f"{where} sets variables `epas serve` does not read: {unknown}"
+
+
+def apply_json_patch(doc, ops):
+    """RFC 6902 `add` / `replace` (what the GPU overlay uses); a path whose parent is missing,
+    or a `replace` of a missing key, fails like kustomize would."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node = doc
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            assert op["op"] == "add" and last == "-", op
+            node.append(op["value"])
+        else:
+            assert op["op"] == "add" or last in node, f"replace of a missing {op['path']}"
+            node[last] = op["value"]
+    return doc
+
+
+def test_gpu_overlay_patches_the_deployment_onto_a_gpu(serve_env_vars):
+    overlay = yaml.safe_load((K8S / "gpu" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == [".."]
+    base = one(k8s_docs(), "Deployment", "epas")
+    assert overlay["images"][0]["name"] == base["spec"]["template"]["spec"]["containers"][0]["image"].split(":")[0]
+    (patch,) = overlay["patches"]
+    assert patch["target"] == {"kind": "Deployment", "name": "epas"}
+    gpu = apply_json_patch(base, yaml.safe_load(patch["patch"]))
+    container = gpu["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["EPAS_DEVICE"] == "cuda"
+    assert {n for n in env if n.startswith("EPAS_")} <= serve_env_vars
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["spec"]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # The device flags parse: the CPU build refuses cuda by name, not as an unknown value.
+    out = subprocess.run(
+        [str(BINARY), "serve", "--device", env["EPAS_DEVICE"], "--device-dtype",
+         env["EPAS_DEVICE_DTYPE"], "--port", "0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1 and "cuda" in out.stderr, out.stderr
 
 
 def test_compose_runs_epas_prometheus_and_grafana():
