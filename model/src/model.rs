@@ -198,6 +198,39 @@ impl EpasLlama {
         Ok(Box::new(PagedSequence::new(pool, plan)))
     }
 
+    /// Runs every kind of step once, so a device compiles and loads its kernels before the
+    /// first request: two sequences (no sharing, and half the layers sharing) prefill together,
+    /// then decode two tokens together. The caches are dropped.
+    pub fn warm_up(&self) -> Result<()> {
+        const BLOCK: usize = 16;
+        let layers = self.config().num_layers;
+        let plans = [
+            SharingPlan::none(layers),
+            SharingPlan::with_sharing_layers(layers, layers / 2)?,
+        ];
+        let blocks = plans
+            .iter()
+            .map(|p| PagedSequence::blocks_for(p, 8, BLOCK))
+            .sum();
+        let pool = self.block_pool(blocks, BLOCK, self.kv_dtype)?;
+        let mut caches: Vec<PagedSequence> = plans
+            .iter()
+            .map(|p| PagedSequence::new(pool.clone(), *p))
+            .collect();
+        for tokens in [&[1u32, 2, 3][..], &[4], &[5]] {
+            let mut steps: Vec<SequenceStep<'_>> = caches
+                .iter_mut()
+                .map(|cache| SequenceStep {
+                    tokens,
+                    cache,
+                    logits: Logits::Last,
+                })
+                .collect();
+            self.forward(&mut steps)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn rope_tables(&self) -> (&[f32], &[f32]) {
         self.rope.cos_sin(self.rope.max_positions())
     }

@@ -256,3 +256,15 @@ fn quantized_device_weights_match_the_host_kernels_on_the_same_blocks() {
         assert!(differs, "the blocks path really runs quantized matmuls");
     }
 }
+
+#[test]
+fn warm_up_runs_on_the_host_kernels_and_the_tensor_forward() {
+    for m in [
+        model(64, 4, 2),
+        model(64, 4, 2)
+            .on_device(&Device::Cpu, DType::F16, DeviceWeights::Dense)
+            .unwrap(),
+    ] {
+        m.warm_up().unwrap();
+    }
+}

@@ -125,6 +125,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .info
             .plan(default_ratio, model_args.allow_untrained_sharing)
             .map_err(|e| format!("--default-sharing-ratio: {e}"))?;
+        if model.tensor_dtype().is_some() {
+            // A GPU compiles and loads kernels on first use: not in the first request's time.
+            let started = std::time::Instant::now();
+            model
+                .warm_up()
+                .map_err(|e| format!("warming up the model: {e}"))?;
+            tracing::info!(seconds = started.elapsed().as_secs_f32(), "model warmed up");
+        }
         Ok((model, tokenizer))
     };
     runtime
