@@ -192,27 +192,31 @@ impl EpasLlama {
                 self.kv_dtype,
             )));
         }
-        const BLOCK: usize = 16;
-        let blocks = PagedSequence::blocks_for(&plan, tokens, BLOCK);
-        let pool = self.block_pool(blocks, BLOCK, self.kv_dtype)?;
+        let pool = self.pool_for(&[(plan, tokens)])?;
         Ok(Box::new(PagedSequence::new(pool, plan)))
+    }
+
+    /// A pool (16-row blocks, the model's K/V dtype) just large enough for sequences of the
+    /// given plans and lengths, for callers outside the serving engine.
+    pub fn pool_for(&self, sequences: &[(SharingPlan, usize)]) -> Result<BlockPool> {
+        const BLOCK: usize = 16;
+        let blocks = sequences
+            .iter()
+            .map(|(plan, tokens)| PagedSequence::blocks_for(plan, *tokens, BLOCK))
+            .sum();
+        self.block_pool(blocks, BLOCK, self.kv_dtype)
     }
 
     /// Runs every kind of step once, so a device compiles and loads its kernels before the
     /// first request: two sequences (no sharing, and half the layers sharing) prefill together,
     /// then decode two tokens together. The caches are dropped.
     pub fn warm_up(&self) -> Result<()> {
-        const BLOCK: usize = 16;
         let layers = self.config().num_layers;
         let plans = [
             SharingPlan::none(layers),
             SharingPlan::with_sharing_layers(layers, layers / 2)?,
         ];
-        let blocks = plans
-            .iter()
-            .map(|p| PagedSequence::blocks_for(p, 8, BLOCK))
-            .sum();
-        let pool = self.block_pool(blocks, BLOCK, self.kv_dtype)?;
+        let pool = self.pool_for(&plans.map(|p| (p, 5)))?;
         let mut caches: Vec<PagedSequence> = plans
             .iter()
             .map(|p| PagedSequence::new(pool.clone(), *p))
@@ -332,11 +336,7 @@ impl EpasLlama {
         let c = self.config();
         let (q_dim, kv_dim) = (c.hidden_size, c.kv_dim());
         let eps = c.rms_norm_eps as f32;
-        // Shallow sharing first: rows computing Q/K at any layer are then a prefix.
-        let mut order: Vec<usize> = (0..steps.len()).collect();
-        if SHARING {
-            order.sort_by_key(|&i| steps[i].cache.plan().sharing_layers());
-        }
+        let order = depth_order(steps, SHARING);
         let mut offsets = Vec::with_capacity(order.len());
         let mut ids = Vec::new();
         for &i in &order {
@@ -350,14 +350,7 @@ impl EpasLlama {
 
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm_rows(&x, &to_vec(&layer.attn_norm)?, eps);
-            let computing = if SHARING {
-                order
-                    .iter()
-                    .take_while(|&&i| steps[i].cache.plan().computes(l))
-                    .count()
-            } else {
-                order.len()
-            };
+            let computing = computing_prefix(steps, &order, l, SHARING);
             let n_compute = if computing == order.len() {
                 n
             } else {
@@ -535,6 +528,32 @@ impl EpasLlama {
             .flatten()
             .ok_or_else(|| ModelError::Batch("no logits returned".into()))
     }
+}
+
+/// The steps' indices, shallow sharing first (when `sharing`): the rows computing Q/K at any
+/// layer are then a prefix of the batch.
+pub(crate) fn depth_order(steps: &[SequenceStep<'_>], sharing: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..steps.len()).collect();
+    if sharing {
+        order.sort_by_key(|&i| steps[i].cache.plan().sharing_layers());
+    }
+    order
+}
+
+/// How many sequences of `order` (from [`depth_order`]) compute Q/K at `layer`.
+pub(crate) fn computing_prefix(
+    steps: &[SequenceStep<'_>],
+    order: &[usize],
+    layer: usize,
+    sharing: bool,
+) -> usize {
+    if !sharing {
+        return order.len();
+    }
+    order
+        .iter()
+        .take_while(|&&i| steps[i].cache.plan().computes(layer))
+        .count()
 }
 
 /// Each sequence's `(first row, rows)` of `logits`, or `None`.

@@ -63,8 +63,8 @@ struct Report {
 }
 
 pub fn run(args: CheckDeviceArgs) -> anyhow::Result<()> {
-    let (host, tokenizer) = args.model.load_host()?;
     let device = args.model.device.resolve()?;
+    let (host, tokenizer) = args.model.load_host()?;
     let dtype = args.model.device.device_dtype.0;
     // Dense device weights are the dequantized blocks: compare with the host kernels on those.
     // Kept blocks: with the host's quantized kernels on the same blocks.
@@ -218,15 +218,14 @@ fn decode_together(
     steps: usize,
     forced: Option<&[u32]>,
 ) -> anyhow::Result<Decoded> {
-    const BLOCK: usize = 16;
     if model.tensor_dtype().is_none() {
         anyhow::bail!("the batch check runs on the tensor forward");
     }
-    let blocks = sequences
+    let needs: Vec<(SharingPlan, usize)> = sequences
         .iter()
-        .map(|(p, plan)| PagedSequence::blocks_for(plan, p.len() + steps + 1, BLOCK))
-        .sum();
-    let pool = model.block_pool(blocks, BLOCK, model.kv_dtype())?;
+        .map(|(p, plan)| (*plan, p.len() + steps + 1))
+        .collect();
+    let pool = model.pool_for(&needs)?;
     let mut caches: Vec<PagedSequence> = sequences
         .iter()
         .map(|(_, plan)| PagedSequence::new(pool.clone(), *plan))

@@ -102,12 +102,12 @@ impl DeviceArgs {
         }
     }
 
-    /// `model` (loaded on the host) as it runs on the chosen device: unchanged on `cpu`, its
-    /// weights copied for the tensor forward otherwise.
-    pub fn place(&self, model: EpasLlama) -> anyhow::Result<EpasLlama> {
+    /// `model` (loaded on the host) as it runs on `device` (from [`Self::resolve`]): unchanged
+    /// on `cpu`, its weights copied for the tensor forward otherwise.
+    pub fn place(&self, model: EpasLlama, device: &Device) -> anyhow::Result<EpasLlama> {
         match self.device {
             DeviceSpec::Cpu => Ok(model),
-            _ => self.on(model, &self.resolve()?),
+            _ => self.on(model, device),
         }
     }
 

@@ -33,13 +33,14 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The model on the device of `--device` (loaded on the host, then copied).
     pub fn load(&self) -> anyhow::Result<(EpasLlama, TextTokenizer)> {
+        // Opened before loading: an unusable device fails at once.
+        let device = self.device.resolve()?;
         let (model, tokenizer) = self.load_host()?;
-        Ok((self.device.place(model)?, tokenizer))
+        Ok((self.device.place(model, &device)?, tokenizer))
     }
 
     /// The model on the host, whatever `--device` says.
     pub fn load_host(&self) -> anyhow::Result<(EpasLlama, TextTokenizer)> {
-        self.device.resolve()?;
         let device = candle_core::Device::Cpu;
         if !self.model.exists() && self.model.as_path() == std::path::Path::new(SMOLLM2_MODEL) {
             anyhow::bail!(

@@ -8,7 +8,9 @@ use super::groups::{plan_groups, Group, Member};
 use super::{TensorLayer, TensorModel};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::ArenaKv;
-use crate::model::{split_rows, Logits, SequenceStep, SharedAttention};
+use crate::model::{
+    computing_prefix, depth_order, split_rows, Logits, SequenceStep, SharedAttention,
+};
 use crate::paged::arena::scatter_rows;
 
 /// The model's shape and options for one forward.
@@ -50,17 +52,7 @@ impl TensorForward<'_> {
         let groups = plan_groups(&batch.members, block_size, device)?;
         let n = batch.rows;
         let computing: Vec<usize> = (0..m.layers.len())
-            .map(|l| {
-                if self.sharing {
-                    batch
-                        .order
-                        .iter()
-                        .take_while(|&&i| steps[i].cache.plan().computes(l))
-                        .count()
-                } else {
-                    batch.order.len()
-                }
-            })
+            .map(|l| computing_prefix(steps, &batch.order, l, self.sharing))
             .collect();
         // Every index of the step (tokens, positions, arena rows and blocks of every layer) goes
         // to the device in one copy: a copy per layer would wait for the layer before it.
@@ -178,10 +170,7 @@ impl TensorForward<'_> {
                 "the sequences of one device forward must share a block pool".into(),
             ));
         }
-        let mut order: Vec<usize> = (0..steps.len()).collect();
-        if self.sharing {
-            order.sort_by_key(|&i| steps[i].cache.plan().sharing_layers());
-        }
+        let order = depth_order(steps, self.sharing);
         let mut members = Vec::with_capacity(order.len());
         let mut rows = 0;
         for &i in &order {
