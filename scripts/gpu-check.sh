@@ -17,7 +17,9 @@
 # other devices target/release/epas) and $LOADTEST_BIN (target/release/epas-loadtest, else
 # dist/epas-loadtest.gz; scripts/pack-gpu.sh makes dist/ for machines without Rust). CUDA 13
 # libraries (cuBLAS, cuRAND, NVRTC, cudart) are looked up in the Python `nvidia` wheels
-# (PyTorch's) and common install paths when the loader cannot find them.
+# (PyTorch's) and common install paths when the loader cannot find them. dist/ binaries built
+# from other sources than these (dist/SOURCE against scripts/source-hash.sh) are refused unless
+# --allow-stale: their numbers would be reported for code they do not contain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,13 +27,15 @@ device=cuda:0
 model=""
 out="${OUT:-target/gpu-check}"
 quick=0
+allow_stale=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device="$2"; shift 2 ;;
     --model) model="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --allow-stale) allow_stale=1; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +48,14 @@ if [ -z "$epas" ]; then
   elif [ -x target-cuda/release/epas ]; then
     epas=target-cuda/release/epas
   elif [ -f dist/epas-cuda.gz ]; then
+    built_from="$(cat dist/SOURCE 2>/dev/null || echo unknown)"
+    sources="$(bash scripts/source-hash.sh)"
+    if [ "$built_from" != "$sources" ]; then
+      echo "gpu-check: dist/epas-cuda.gz was built from sources $built_from, these are $sources:" \
+        "run scripts/pack-gpu.sh again (or pass --allow-stale)" >&2
+      [ "$allow_stale" = 1 ] || exit 1
+    fi
+    epas_note=" (dist/epas-cuda.gz built from sources \`$built_from\`; these sources: \`$sources\`)"
     epas="$out/epas-cuda"
     gunzip -c dist/epas-cuda.gz >"$epas"
     chmod +x "$epas"
@@ -112,7 +124,7 @@ report="$out/gpu-check.md"
 {
   echo "## GPU check (\`scripts/gpu-check.sh\`)"
   echo
-  echo "Device \`$device\`${gpu:+ ($gpu)}, model \`$model\`, $(date -u +%Y-%m-%d), binary \`$epas\`."
+  echo "Device \`$device\`${gpu:+ ($gpu)}, model \`$model\`, $(date -u +%Y-%m-%d), binary \`$epas\`${epas_note:-}."
   echo
 } >"$report"
 

@@ -7,6 +7,9 @@
 #   bash scripts/setup-cuda.sh              # install (idempotent), print the environment
 #   source scripts/setup-cuda.sh            # install and export the environment into this shell
 #   eval "$(bash scripts/setup-cuda.sh --env)"
+#   bash scripts/setup-cuda.sh --compiler   # only the compiler and headers (270 MB, not 1.2 GB):
+#                                           # enough for `cargo check`/`clippy --features cuda`
+#                                           # (what CI runs), not for linking
 #
 # Then: cargo build --release --features cuda --bin epas
 #
@@ -26,7 +29,7 @@
 
 # Sourced: install in a child bash (so `set -e` never touches the caller's shell), then export.
 if (return 0 2>/dev/null); then
-  if bash "${BASH_SOURCE[0]}" --install >/dev/null; then
+  if bash "${BASH_SOURCE[0]}" --install "$@" >/dev/null; then
     eval "$(bash "${BASH_SOURCE[0]}" --env)"
     echo "setup-cuda: environment exported (CUDA_HOME=$CUDA_HOME, CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP)" >&2
   else
@@ -56,21 +59,32 @@ export CUDARC_CUDA_VERSION=13000
 EOF
 }
 
-if [ "${1:-}" = "--env" ]; then
-  _env
-  exit 0
-fi
+_only_compiler=0
+_print_env=1
+for _arg in "$@"; do
+  case "$_arg" in
+    --env) _env; exit 0 ;;
+    --install) _print_env=0 ;;
+    --compiler) _only_compiler=1 ;;
+    *) echo "setup-cuda: unknown argument $_arg (use --env, --install, --compiler)" >&2; exit 2 ;;
+  esac
+done
+
+_compiler_wheels=("nvidia-cuda-nvcc==13.0.88" "nvidia-cuda-crt==13.0.88" "nvidia-nvvm==13.0.88"
+  "nvidia-cuda-runtime==13.0.96" "nvidia-cuda-cccl==13.0.85")
+_library_wheels=("nvidia-cuda-nvrtc==13.0.88" "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35")
 
 _install() {
-  if [ -x "$_cuda/bin/nvcc" ] && [ -e "$_cuda/lib/libcublas.so" ] && [ -e "$_cuda/lib/stubs/libcuda.so" ]; then
+  local wheels=("${_compiler_wheels[@]}")
+  [ "$_only_compiler" = 1 ] || wheels+=("${_library_wheels[@]}")
+  if [ -x "$_cuda/bin/nvcc" ] && [ -e "$_cuda/lib/stubs/libcuda.so" ] \
+     && { [ "$_only_compiler" = 1 ] || [ -e "$_cuda/lib/libcublas.so" ]; }; then
     echo "setup-cuda: already installed in $_cuda" >&2
     return 0
   fi
-  echo "setup-cuda: installing the CUDA 13.0 wheels into $_site" >&2
+  echo "setup-cuda: installing ${#wheels[@]} CUDA 13.0 wheels into $_site" >&2
   python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target "$_site" \
-    "nvidia-cuda-nvcc==13.0.88" "nvidia-cuda-crt==13.0.88" "nvidia-nvvm==13.0.88" \
-    "nvidia-cuda-runtime==13.0.96" "nvidia-cuda-cccl==13.0.85" "nvidia-cuda-nvrtc==13.0.88" \
-    "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35"
+    "${wheels[@]}"
   # Some wheels keep lib64/ and some lib/: one lib/ with the unversioned names the linker wants.
   mkdir -p "$_cuda/lib"
   if [ -d "$_cuda/lib64" ] && [ ! -L "$_cuda/lib64" ]; then
@@ -115,7 +129,7 @@ _install() {
 }
 
 _install
-if [ "${1:-}" != "--install" ]; then
+if [ "$_print_env" = 1 ]; then
   echo "# setup-cuda: add these to the build's environment (or: source scripts/setup-cuda.sh)" >&2
   _env
 fi
