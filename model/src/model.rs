@@ -46,6 +46,9 @@ pub enum SharedAttention {
     Recompute,
 }
 
+/// 2^28 values: a group's keys take 1 GiB in f32, for one layer at a time.
+const DEFAULT_MAX_GROUP_VALUES: usize = 1 << 28;
+
 impl Default for SharedAttention {
     fn default() -> Self {
         Self::ReuseProbabilities {
@@ -92,6 +95,8 @@ pub struct EpasLlama {
     shape: AttentionShape,
     shared_attention: SharedAttention,
     kv_dtype: KvDtype,
+    /// Tensor forward: most values one decode attention group gathers (see `tensor_path`).
+    max_group_values: usize,
     device: Device,
     /// Weights on a device for the tensor forward ([`Self::on_device`]); `None`: host kernels.
     tensor: Option<Arc<TensorModel>>,
@@ -131,6 +136,7 @@ impl EpasLlama {
             shape,
             shared_attention: SharedAttention::default(),
             kv_dtype: KvDtype::F32,
+            max_group_values: DEFAULT_MAX_GROUP_VALUES,
             device,
             tensor: None,
         })
@@ -252,6 +258,14 @@ impl EpasLlama {
         self.shared_attention
     }
 
+    /// On a device: decode sequences attend in groups whose gathered keys hold at most this
+    /// many values (members x padded length x the larger of kv_dim and the query heads); a
+    /// larger batch runs as several groups. Bounds one layer's attention memory; never above
+    /// the 2^31 elements candle's CUDA kernels index.
+    pub fn set_max_group_values(&mut self, values: usize) {
+        self.max_group_values = values.max(1);
+    }
+
     /// Element type of the K/V caches this model's callers make (f32 unless set).
     pub fn kv_dtype(&self) -> KvDtype {
         self.kv_dtype
@@ -330,6 +344,7 @@ impl EpasLlama {
                 eps: c.rms_norm_eps as f32,
                 shared: self.shared_attention,
                 sharing: SHARING,
+                max_group_values: self.max_group_values,
             }
             .run(steps);
         }

@@ -101,6 +101,23 @@ fn tensor_forward_matches_the_host_kernels_on_mixed_batches() {
 }
 
 #[test]
+fn decodes_split_into_several_attention_groups_give_the_same_logits() {
+    let host = model(64, 4, 2);
+    let expected = run(&host, &mut host_caches(&host));
+    // 1: every decode attends alone; 2500: groups of one to three (32 values per key, up to
+    // 28 keys each).
+    for limit in [1, 2500] {
+        let mut device = host
+            .clone()
+            .on_device(&Device::Cpu, DType::F32, DeviceWeights::Dense)
+            .unwrap();
+        device.set_max_group_values(limit);
+        let got = run(&device, &mut device_caches(&device, 4));
+        assert_close(&got, &expected, 1e-4, &format!("group limit {limit}"));
+    }
+}
+
+#[test]
 fn reused_probabilities_equal_recomputed_ones() {
     let mut m = model(64, 4, 2)
         .on_device(&Device::Cpu, DType::F32, DeviceWeights::Dense)

@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 
-use super::groups::{plan_groups, Group, Member};
+use super::groups::{plan_groups, Group, GroupLimit, Member};
 use super::{TensorLayer, TensorModel};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::ArenaKv;
@@ -23,7 +23,12 @@ pub(crate) struct TensorForward<'a> {
     pub shared: SharedAttention,
     /// False in `no-sharing` builds: every layer computes Q/K.
     pub sharing: bool,
+    /// Most values one decode group's gathered keys (or scores) may hold; larger groups split.
+    pub max_group_values: usize,
 }
+
+/// candle's CUDA gather, copy and softmax kernels count elements in 32-bit integers.
+const MAX_KERNEL_ELEMENTS: usize = i32::MAX as usize;
 
 /// What a source layer leaves for one sequence's sharing layers.
 struct Source {
@@ -49,7 +54,12 @@ impl TensorForward<'_> {
         let batch = self.batch(steps)?;
         let arena = batch.arenas[0].arena();
         let block_size = batch.arenas[0].block_size();
-        let groups = plan_groups(&batch.members, block_size, device)?;
+        let (_, kv_dim) = self.dims();
+        let limit = GroupLimit {
+            values_per_key: kv_dim.max(self.num_heads),
+            max_values: self.max_group_values.min(MAX_KERNEL_ELEMENTS),
+        };
+        let groups = plan_groups(&batch.members, block_size, limit, device)?;
         let n = batch.rows;
         let computing: Vec<usize> = (0..m.layers.len())
             .map(|l| computing_prefix(steps, &batch.order, l, self.sharing))
@@ -362,6 +372,13 @@ impl TensorForward<'_> {
     fn gather(&self, input: &LayerInput<'_, '_>, blocks: &Tensor) -> Result<Tensor> {
         let (_, kv_dim) = self.dims();
         let count = blocks.dim(0)?;
+        if count * input.block_size * kv_dim > MAX_KERNEL_ELEMENTS {
+            return Err(ModelError::Batch(format!(
+                "one sequence's keys in a layer ({} values) exceed what one gather kernel \
+                 indexes",
+                count * input.block_size * kv_dim
+            )));
+        }
         let arena_blocks = input.arena.dim(0)? / input.block_size;
         let by_block = input
             .arena
@@ -412,7 +429,7 @@ impl TensorForward<'_> {
     fn probs(&self, q: &Tensor, k: &Tensor, mask: &Tensor) -> Result<Tensor> {
         // Scores in f32 (k arrives in f32): rounded to f16/bf16 they would keep 3 digits.
         let scores = q.to_dtype(DType::F32)?.matmul(&k.t()?)?;
-        if scores.elem_count() > i32::MAX as usize {
+        if scores.elem_count() > MAX_KERNEL_ELEMENTS {
             // candle's CUDA softmax indexes rows with 32-bit ints.
             return Err(ModelError::Batch(format!(
                 "attention scores of {} values exceed what one softmax kernel indexes; use \

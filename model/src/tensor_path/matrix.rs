@@ -107,8 +107,47 @@ fn gguf_blocks(l: &Linear) -> Result<Option<(GgmlDType, Vec<u8>)>> {
             m.to_gguf(),
         )),
         Linear::Quantized { weight, .. } => match weight.dtype() {
-            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => None,
+            // Q8_1 and Q8_K are activation formats: candle's CUDA matmul has no kernel for them
+            // as weights, so they run dense like unquantized tensors.
+            GgmlDType::F32
+            | GgmlDType::F16
+            | GgmlDType::BF16
+            | GgmlDType::Q8_1
+            | GgmlDType::Q8K => None,
             format => Some((format, weight.data()?.into_owned())),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quantized(format: GgmlDType) -> Linear {
+        let w = Tensor::arange(0f32, 64.0 * 256.0, &Device::Cpu)
+            .unwrap()
+            .affine(1e-4, -0.5)
+            .unwrap()
+            .reshape((64, 256))
+            .unwrap();
+        Linear::quantized(QTensor::quantize(&w, format).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn weight_formats_keep_blocks_and_activation_formats_run_dense() {
+        for (format, blocks) in [
+            (GgmlDType::Q4_0, true),
+            (GgmlDType::Q4K, true),
+            (GgmlDType::Q8_1, false),
+            (GgmlDType::Q8K, false),
+        ] {
+            let l = quantized(format);
+            let m = place(&[&l], &Device::Cpu, DType::F32, DeviceWeights::Quantized).unwrap();
+            assert_eq!(
+                matches!(m, DeviceMatrix::Quantized(_)),
+                blocks,
+                "{format:?}"
+            );
+        }
+    }
 }
