@@ -6,7 +6,9 @@
 #      vs each alone, fed the same tokens);
 #   2. `epas bench` on the GPU, dense and quantized weights: prefill (512 tokens) and decode
 #      (128 tokens) tokens/s per ratio;
-#   3. `epas serve` on the GPU driven by `epas-loadtest` at 16 and 64 clients for ratios
+#   3. `epas train` on the GPU against the CPU (step losses of one tiny run), and
+#      `epas bench-train` on the GPU: training tokens/s per number of sharing layers;
+#   4. `epas serve` on the GPU driven by `epas-loadtest` at 16 and 64 clients for ratios
 #      0, 0.25 and 0.5 (128 prompt / 128 generated tokens, closed loop).
 # It writes $OUT/gpu-check.md (the BENCHMARKS.md section) and exits non-zero if a check fails.
 #
@@ -35,7 +37,7 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --allow-stale) allow_stale=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -114,9 +116,13 @@ fi
 if [ "$quick" = 1 ]; then
   decode_steps=2; prompt_tokens=64; gen_tokens=8; repeats=1
   conc=2,4; per_client=1; serve_tokens=8
+  train_steps=3
+  bench_train_shape="--layers 2 --hidden 64 --heads 2 --kv-heads 1 --ffn 128 --seq-len 32 --batch-size 2"
 else
   decode_steps=16; prompt_tokens=512; gen_tokens=128; repeats=3
   conc=16,64; per_client=4; serve_tokens=128
+  train_steps=12
+  bench_train_shape="--layers 12 --hidden 768 --heads 12 --kv-heads 4 --ffn 2048 --vocab-size 32000 --seq-len 1024 --batch-size 8"
 fi
 
 gpu="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)"
@@ -163,6 +169,55 @@ for weights in dense quantized; do
   { echo "### Single stream (f16, $weights weights): \`epas bench --device $device --device-weights $weights --prompt-tokens $prompt_tokens --gen-tokens $gen_tokens\`";
     echo; cat "$out/bench-$weights.txt"; echo; } >>"$report"
 done
+
+# Training: the same tiny run (the repository's docs as corpus) on the device and on the CPU's
+# fused ops, step losses compared; then training tokens/s per sharing depth on the device.
+echo "== train on $device against cpu" >&2
+cat README.md docs/*.md >"$out/train-corpus.txt"
+train_on() {
+  rm -rf "$out/train-$2"
+  "$epas" train --device "$1" --data "$out/train-corpus.txt" --out "$out/train-$2" \
+    --vocab-size 512 --layers 4 --hidden 128 --heads 4 --kv-heads 2 --ffn 352 \
+    --steps "$train_steps" --seq-len 128 --batch-size 8 --lr 2e-3 --sharing-ratio 0.5 \
+    --interval 2 --seed 3 >"$out/train-$2.json" 2>"$out/train-$2.log"
+}
+if train_on cpu cpu && train_on "$device" device; then
+  if ! python3 - "$out/train-cpu/train_log.csv" "$out/train-device/train_log.csv" \
+      >"$out/train-compare.md" <<'PY'
+import csv, sys
+cpu, dev = ([r for r in csv.DictReader(open(p))] for p in sys.argv[1:3])
+worst = 0.0
+print("| step | sharing layers | cpu loss | device loss | difference | device tok/s |")
+print("|---|---|---|---|---|---|")
+for a, b in zip(cpu, dev):
+    d = abs(float(a["loss"]) - float(b["loss"]))
+    worst = max(worst, d)
+    print(f"| {a['step']} | {a['sharing_layers']} | {float(a['loss']):.5f} | "
+          f"{float(b['loss']):.5f} | {d:.2e} | {float(b['tokens_per_second']):.0f} |")
+ok = len(cpu) == len(dev) > 0 and worst < 0.01
+print()
+print(f"max |loss difference| {worst:.2e} over {len(dev)} steps (tolerance 1e-2): "
+      f"{'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
+  then
+    status=1
+  fi
+else
+  status=1
+  { echo "FAILED:"; tail -3 "$out/train-cpu.log" "$out/train-device.log"; } >"$out/train-compare.md"
+fi
+{ echo "### Training on the device against the CPU (f32, progressive sharing to 2 of 4 layers)";
+  echo; cat "$out/train-compare.md"; echo; } >>"$report"
+
+echo "== bench-train" >&2
+if ! "$epas" bench-train --device "$device" $bench_train_shape --repeats "$repeats" \
+    >"$out/bench-train.md" 2>"$out/bench-train.log"; then
+  status=1
+  { echo "FAILED:"; tail -3 "$out/bench-train.log"; } >>"$out/bench-train.md"
+fi
+{ echo "### Training speed per sharing depth: \`epas bench-train --device $device $bench_train_shape\`";
+  echo; cat "$out/bench-train.md"; echo; } >>"$report"
 
 # curl may be missing on a bare GPU machine; python3 is there.
 healthy() {

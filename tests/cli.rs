@@ -262,6 +262,18 @@ fn device_cuda_needs_the_feature_and_a_driver_and_bad_values_exit_2() {
         &["generate", "--device", "cuda", "--prompt", "Hi"][..],
         &["serve", "--device", "cuda:1", "--port", "0"][..],
         &["eval", "--device", "cuda", "--text", "README.md"][..],
+        &["bench-train", "--device", "cuda", "--layers", "2"][..],
+        &[
+            "train",
+            "--device",
+            "cuda",
+            "--data",
+            "README.md",
+            "--out",
+            "target/never-written",
+            "--steps",
+            "1",
+        ][..],
     ] {
         let o = epas(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
@@ -273,6 +285,7 @@ fn device_cuda_needs_the_feature_and_a_driver_and_bad_values_exit_2() {
             assert!(err.contains("built without the cuda feature"), "{err}");
         }
     }
+    assert!(!std::path::Path::new("target/never-written").exists());
     let o = epas(&["generate", "--device", "tpu", "--prompt", "Hi"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("expected cpu, cuda, cuda:N or cpu-tensor"));

@@ -134,6 +134,26 @@ fn train_export_generate_and_eval_a_tiny_epas_model() {
 }
 
 #[test]
+fn train_on_the_gpu_code_path_reaches_the_cpu_run_s_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_corpus(dir.path());
+    let final_loss = |device: &str| {
+        let out = dir.path().join(device);
+        let mut args = train_args(&data, out.to_str().unwrap(), "6");
+        args.extend(["--device", device]);
+        let o = epas(&args);
+        assert!(o.status.success(), "{device}: {}", text(&o));
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        summary["final_loss"].as_f64().unwrap()
+    };
+    let (cpu, generic) = (final_loss("cpu"), final_loss("cpu-tensor"));
+    assert!(
+        (cpu - generic).abs() < 1e-3,
+        "cpu {cpu}, cpu-tensor {generic}"
+    );
+}
+
+#[test]
 fn train_refuses_bad_flags_with_exit_status_2_or_1() {
     let dir = tempfile::tempdir().unwrap();
     let data = write_corpus(dir.path());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use epas_model::train::forward::{forward, loss, ForwardContext};
-use epas_model::train::{train, Architecture, TrainOptions, TrainParams};
+use epas_model::train::{train, Architecture, TrainDevice, TrainOptions, TrainParams};
 use epas_model::{LlamaConfig, SharingPlan};
 
 fn tiny_config() -> LlamaConfig {
@@ -74,7 +74,7 @@ fn sources_for(layers: usize, k: usize) -> Vec<usize> {
 fn training_forward_equals_the_serving_forward_at_every_ratio() {
     let model = epas_model::init::random_model(tiny_config(), None, 5).unwrap();
     let params = TrainParams::from_model(&model).unwrap();
-    let ctx = ForwardContext::new(&params, 20, &Device::Cpu).unwrap();
+    let ctx = ForwardContext::new(&params, 20, &TrainDevice::host()).unwrap();
     let tokens: Vec<u32> = (0..20).map(|i| (i * 37 + 11) % 97).collect();
     let ids = Tensor::new(tokens.as_slice(), &Device::Cpu)
         .unwrap()
@@ -93,7 +93,7 @@ fn training_forward_equals_the_serving_forward_at_every_ratio() {
 fn sharing_layers_wq_wk_get_no_gradient_and_the_source_gets_theirs() {
     let model = epas_model::init::random_model(tiny_config(), None, 6).unwrap();
     let params = TrainParams::from_model(&model).unwrap();
-    let ctx = ForwardContext::new(&params, 12, &Device::Cpu).unwrap();
+    let ctx = ForwardContext::new(&params, 12, &TrainDevice::host()).unwrap();
     let windows: Vec<u32> = (0..26).map(|i| (i * 13 + 3) % 97).collect();
     let windows = Tensor::from_vec(windows, (2, 13), &Device::Cpu).unwrap();
     let grads = loss(&params, &ctx, &windows, &sources_for(4, 2))
@@ -193,6 +193,57 @@ fn resume_reproduces_the_uninterrupted_losses() {
         a == b,
         "resumed weights differ from the uninterrupted run's"
     );
+}
+
+/// The ops a GPU run uses (candle's generic differentiable ones), run on the CPU.
+fn generic_ops(mut opts: TrainOptions) -> TrainOptions {
+    opts.device = TrainDevice::generic(Device::Cpu);
+    opts
+}
+
+#[test]
+fn the_gpu_code_path_trains_like_the_fused_cpu_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let fused = run_collecting(tiny_options(dir.path(), "fused", 8), false);
+    let generic = run_collecting(generic_ops(tiny_options(dir.path(), "generic", 8)), false);
+    // The same step losses up to float summation order, while the loss falls.
+    assert!(fused[0] - fused[5] > 0.3, "{fused:?}");
+    for (step, (a, b)) in fused.iter().zip(&generic).enumerate() {
+        assert!((a - b).abs() < 1e-3, "step {step}: fused {a}, generic {b}");
+    }
+    let weights = |run: &str| {
+        let path = dir.path().join(run).join("model.safetensors");
+        candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+    };
+    let (a, b) = (weights("fused"), weights("generic"));
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        let d = max_diff(t, &b[name]);
+        assert!(d < 1e-3, "{name} differs by {d}");
+    }
+}
+
+#[test]
+fn a_run_on_the_gpu_code_path_resumes_exactly_and_on_another_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = run_collecting(generic_ops(tiny_options(dir.path(), "whole", 6)), false);
+    let mut first = generic_ops(tiny_options(dir.path(), "split", 6));
+    first.stop_after = Some(3);
+    let mut losses = run_collecting(first, false);
+    losses.extend(run_collecting(
+        generic_ops(tiny_options(dir.path(), "split", 6)),
+        true,
+    ));
+    assert_eq!(losses, whole);
+    // Checkpoints hold host tensors: a run started on one device resumes on another.
+    let mut first = generic_ops(tiny_options(dir.path(), "moved", 6));
+    first.stop_after = Some(3);
+    run_collecting(first, false);
+    let rest = run_collecting(tiny_options(dir.path(), "moved", 6), true);
+    assert_eq!(rest.len(), 3);
+    for (a, b) in rest.iter().zip(&whole[3..]) {
+        assert!((a - b).abs() < 1e-3, "{rest:?} vs {whole:?}");
+    }
 }
 
 #[test]

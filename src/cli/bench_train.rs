@@ -31,6 +31,8 @@ pub struct BenchTrainArgs {
     pub repeats: usize,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 pub fn run(a: BenchTrainArgs) -> anyhow::Result<()> {
@@ -52,7 +54,8 @@ pub fn run(a: BenchTrainArgs) -> anyhow::Result<()> {
         max_k < a.layers,
         "--max-sharing-layers must be below --layers"
     );
-    let rows = bench_training(config, a.seq_len, a.batch_size, max_k, a.repeats)?;
+    let on = a.device.train_device()?;
+    let rows = bench_training(config, a.seq_len, a.batch_size, max_k, a.repeats, &on)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

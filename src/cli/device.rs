@@ -10,6 +10,7 @@ use std::str::FromStr;
 use anyhow::Context;
 use candle_core::{DType, Device};
 use clap::Args;
+use epas_model::train::TrainDevice;
 use epas_model::{DeviceWeights, EpasLlama};
 
 /// The device named on the command line.
@@ -100,6 +101,16 @@ impl DeviceArgs {
             DeviceSpec::Cpu | DeviceSpec::CpuTensor => Ok(Device::Cpu),
             DeviceSpec::Cuda(ordinal) => cuda_device(ordinal),
         }
+    }
+
+    /// Where training computes: this crate's fused ops on `cpu`, candle's generic
+    /// differentiable ops on `cuda` (and on `cpu-tensor`, to check that path on the CPU).
+    /// Training is f32 everywhere; `--device-dtype` and `--device-weights` apply to inference.
+    pub fn train_device(&self) -> anyhow::Result<TrainDevice> {
+        Ok(match self.device {
+            DeviceSpec::Cpu => TrainDevice::host(),
+            DeviceSpec::CpuTensor | DeviceSpec::Cuda(_) => TrainDevice::generic(self.resolve()?),
+        })
     }
 
     /// `model` (loaded on the host) as it runs on `device` (from [`Self::resolve`]): unchanged

@@ -189,14 +189,9 @@ fn print_progress(p: &Progress<'_>, log_every: usize) {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    if args.device.device != super::device::DeviceSpec::Cpu {
-        anyhow::bail!(
-            "--device {}: the trainer runs on the CPU only (its autograd ops are host code); \
-             GPUs serve, generate and evaluate",
-            args.device.device
-        );
-    }
-    let (opts, arch_given) = args.options();
+    let (mut opts, arch_given) = args.options();
+    opts.device = args.device.train_device()?;
+    eprintln!("training on {}", opts.device);
     let log_every = opts.log_every;
     let summary = epas_model::train::train(opts, arch_given, args.resume, &mut |p| {
         print_progress(p, log_every)

@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::LlamaConfig;
+use crate::train::device::TrainDevice;
 use crate::train::error::TrainResult;
 use crate::train::forward::{loss, ForwardContext};
 use crate::train::optimizer::{AdamW, AdamWConfig, Update};
@@ -48,22 +49,23 @@ pub struct TrainBenchRow {
     pub analytic_speedup: f64,
 }
 
-/// Median tokens/s of a training step for every sharing depth `0..=max_k`.
+/// Median tokens/s of a training step on `on` for every sharing depth `0..=max_k`.
 pub fn bench_training(
     config: LlamaConfig,
     seq: usize,
     batch: usize,
     max_k: usize,
     repeats: usize,
+    on: &TrainDevice,
 ) -> TrainResult<Vec<TrainBenchRow>> {
     let model = crate::init::random_model(config.clone(), None, 1)?;
-    let params = TrainParams::from_model(&model)?;
-    let ctx = ForwardContext::new(&params, seq, &Device::Cpu)?;
+    let params = TrainParams::from_model(&model)?.to_device(on.device())?;
+    let ctx = ForwardContext::new(&params, seq, on)?;
     let mut rng = StdRng::seed_from_u64(2);
     let tokens: Vec<u32> = (0..batch * (seq + 1))
         .map(|_| rng.random_range(0..config.vocab_size as u32))
         .collect();
-    let windows = Tensor::from_vec(tokens, (batch, seq + 1), &Device::Cpu)?;
+    let windows = on.put(&Tensor::from_vec(tokens, (batch, seq + 1), &Device::Cpu)?)?;
     let mut opt = AdamW::new(AdamWConfig::default());
     let layers = config.num_layers;
     let mut step = |k: usize| -> TrainResult<f64> {
@@ -82,6 +84,8 @@ pub fn bench_training(
             })
             .collect();
         opt.step(&updates, 1e-6)?;
+        // A GPU queues the work: the step ends when the device is done.
+        on.device().synchronize()?;
         Ok(t0.elapsed().as_secs_f64())
     };
     step(0)?;

@@ -4,23 +4,31 @@
 //! so its Wq/Wk are outside the graph and receive no gradient, while the source's Q/K receive
 //! the gradients of every layer that uses them.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::rope::RopeTable;
+use crate::train::device::TrainDevice;
 use crate::train::ops::{cross_entropy, rms_norm, softmax_last_dim};
 use crate::train::params::TrainParams;
 
-/// Per-shape constants of the forward: RoPE tables and the causal mask.
+/// Per-shape constants of the forward (RoPE tables, the causal mask) on the run's device, and
+/// which ops it uses.
 #[derive(Debug, Clone)]
 pub struct ForwardContext {
     seq_len: usize,
+    fused: bool,
     cos: Tensor,
     sin: Tensor,
     mask: Tensor,
 }
 
 impl ForwardContext {
-    pub fn new(params: &TrainParams, seq_len: usize, device: &Device) -> candle_core::Result<Self> {
+    pub fn new(
+        params: &TrainParams,
+        seq_len: usize,
+        on: &TrainDevice,
+    ) -> candle_core::Result<Self> {
+        let device = on.device();
         let c = &params.config;
         let table = RopeTable::new(c.head_dim(), c.rope_theta, seq_len);
         let (cos, sin) = table.cos_sin(seq_len);
@@ -33,6 +41,7 @@ impl ForwardContext {
         let mask = Tensor::from_vec(mask, (seq_len, seq_len), device)?;
         Ok(Self {
             seq_len,
+            fused: on.fused(),
             cos,
             sin,
             mask,
@@ -73,7 +82,7 @@ pub fn forward(
         .index_select(&ids.flatten_all()?, 0)?;
     let mut probs: Vec<Option<Tensor>> = vec![None; params.layers.len()];
     for (l, layer) in params.layers.iter().enumerate() {
-        let hn = rms_norm(&x, layer.attn_norm.as_tensor(), eps)?;
+        let hn = rms_norm(&x, layer.attn_norm.as_tensor(), eps, ctx.fused)?;
         // (b, kvh, s, hd)
         let v = linear(&hn, layer.wv.as_tensor())?
             .reshape((b, s, kvh, hd))?
@@ -95,7 +104,7 @@ pub fn forward(
             let q = q.reshape((b, kvh, group * s, hd))?;
             let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, h, s, s))?;
             let scores = scores.broadcast_add(&mask)?;
-            softmax_last_dim(&scores)?
+            softmax_last_dim(&scores, ctx.fused)?
         } else {
             probs[sources[l]]
                 .clone()
@@ -111,12 +120,12 @@ pub fn forward(
             probs[l] = Some(p);
         }
         x = (x + linear(&attn, layer.wo.as_tensor())?)?;
-        let hn = rms_norm(&x, layer.mlp_norm.as_tensor(), eps)?;
+        let hn = rms_norm(&x, layer.mlp_norm.as_tensor(), eps, ctx.fused)?;
         let gate = candle_nn::ops::silu(&linear(&hn, layer.gate.as_tensor())?)?;
         let up = linear(&hn, layer.up.as_tensor())?;
         x = (x + linear(&(gate * up)?, layer.down.as_tensor())?)?;
     }
-    let x = rms_norm(&x, params.norm.as_tensor(), eps)?;
+    let x = rms_norm(&x, params.norm.as_tensor(), eps, ctx.fused)?;
     let head = params.lm_head.as_ref().unwrap_or(&params.embed);
     linear(&x, head.as_tensor())
 }
@@ -132,5 +141,5 @@ pub fn loss(
     let inputs = windows.narrow(1, 0, s)?;
     let targets = windows.narrow(1, 1, s)?.flatten_all()?;
     let logits = forward(params, ctx, &inputs, sources)?;
-    cross_entropy(&logits, &targets)
+    cross_entropy(&logits, &targets, ctx.fused)
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bpe;
 pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod forward;
 pub mod log;
@@ -16,6 +17,7 @@ pub mod schedule;
 pub mod setup;
 pub mod trainer;
 
+pub use device::TrainDevice;
 pub use error::{TrainError, TrainResult};
 pub use options::{Architecture, TrainOptions};
 pub use params::TrainParams;

@@ -1,7 +1,8 @@
 //! Fused training ops with a backward pass: RMS norm, softmax over the last axis and mean
 //! cross-entropy. candle-nn's fused versions have no backward and silently drop gradients; its
 //! slow versions are differentiable but make several passes. Each op here is checked against
-//! finite differences in the tests below. Non-CPU tensors take the slow differentiable path.
+//! finite differences in the tests below. With `fused` false (training on a GPU, or checking that
+//! path on the CPU) and for non-CPU tensors, candle's generic differentiable ops run instead.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -105,9 +106,14 @@ impl CustomOp2 for RmsNorm {
     }
 }
 
+/// Whether the fused CPU op can take `x`.
+fn fusable(fused: bool, x: &Tensor) -> bool {
+    fused && x.device().is_cpu() && x.dtype() == DType::F32
+}
+
 /// RMS norm over the last axis of `x`, scaled by `w`.
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, fused: bool) -> candle_core::Result<Tensor> {
+    if !fusable(fused, x) {
         return candle_nn::ops::rms_norm_slow(x, w, eps);
     }
     x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps })
@@ -161,8 +167,8 @@ impl CustomOp1 for Softmax {
 }
 
 /// Softmax over the last axis (`-inf` entries get probability 0).
-pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+pub fn softmax_last_dim(x: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+    if !fusable(fused, x) {
         return candle_nn::ops::softmax(x, D::Minus1);
     }
     x.contiguous()?.apply_op1(Softmax)
@@ -243,8 +249,12 @@ impl CustomOp2 for CrossEntropy {
 }
 
 /// Mean cross-entropy of `logits` `(n, vocab)` against `targets` `(n,)` (u32), as a scalar.
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
+pub fn cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    fused: bool,
+) -> candle_core::Result<Tensor> {
+    if !fusable(fused, logits) {
         return candle_nn::loss::cross_entropy(logits, targets);
     }
     logits
@@ -314,25 +324,33 @@ mod tests {
         let x = random(&mut rng, (37, 19));
         let w = random(&mut rng, (1, 19));
         let w1 = w.as_tensor().flatten_all().unwrap();
-        let fast = rms_norm(x.as_tensor(), &w1, 1e-5).unwrap();
+        let fast = rms_norm(x.as_tensor(), &w1, 1e-5, true).unwrap();
         let slow = candle_nn::ops::rms_norm_slow(x.as_tensor(), &w1, 1e-5).unwrap();
         let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
         let wv = Var::from_tensor(&w1).unwrap();
-        check_gradient(&x, &|t| rms_norm(t, wv.as_tensor(), 1e-5).unwrap(), 2e-2);
         let xt = x.as_tensor().clone();
-        check_gradient(&wv, &|t| rms_norm(&xt, t, 1e-5).unwrap(), 2e-2);
+        for fused in [true, false] {
+            check_gradient(
+                &x,
+                &|t| rms_norm(t, wv.as_tensor(), 1e-5, fused).unwrap(),
+                2e-2,
+            );
+            check_gradient(&wv, &|t| rms_norm(&xt, t, 1e-5, fused).unwrap(), 2e-2);
+        }
     }
 
     #[test]
     fn softmax_matches_the_reference_and_its_gradient_is_right() {
         let mut rng = StdRng::seed_from_u64(2);
         let x = random(&mut rng, (23, 41));
-        let fast = softmax_last_dim(x.as_tensor()).unwrap();
+        let fast = softmax_last_dim(x.as_tensor(), true).unwrap();
         let slow = candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap();
         let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
-        check_gradient(&x, &|t| softmax_last_dim(t).unwrap(), 2e-2);
+        for fused in [true, false] {
+            check_gradient(&x, &|t| softmax_last_dim(t, fused).unwrap(), 2e-2);
+        }
     }
 
     #[test]
@@ -341,16 +359,18 @@ mod tests {
         let x = random(&mut rng, (29, 53));
         let targets: Vec<u32> = (0..29).map(|_| rng.random_range(0..53)).collect();
         let targets = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
-        let fast = cross_entropy(x.as_tensor(), &targets).unwrap();
+        let fast = cross_entropy(x.as_tensor(), &targets, true).unwrap();
         let slow = candle_nn::loss::cross_entropy(x.as_tensor(), &targets).unwrap();
         let (a, b) = (
             fast.to_scalar::<f32>().unwrap(),
             slow.to_scalar::<f32>().unwrap(),
         );
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        check_gradient(&x, &|t| cross_entropy(t, &targets).unwrap(), 2e-2);
+        for fused in [true, false] {
+            check_gradient(&x, &|t| cross_entropy(t, &targets, fused).unwrap(), 2e-2);
+        }
         let bad = Tensor::new(&[53u32], &Device::Cpu).unwrap();
         let one = x.as_tensor().narrow(0, 0, 1).unwrap();
-        assert!(cross_entropy(&one, &bad).is_err());
+        assert!(cross_entropy(&one, &bad, true).is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
 use crate::train::error::{TrainError, TrainResult};
 
@@ -108,22 +108,23 @@ impl AdamW {
         (tensors, steps)
     }
 
-    /// Restores a state written by [`Self::state`].
+    /// Restores a state written by [`Self::state`], its moments on `device`.
     pub fn restore(
         config: AdamWConfig,
         tensors: &HashMap<String, Tensor>,
         steps: &HashMap<String, u64>,
+        device: &Device,
     ) -> TrainResult<Self> {
         let mut moments = HashMap::new();
         for (name, &count) in steps {
-            let get = |suffix: &str| {
-                tensors
-                    .get(&format!("{name}.{suffix}"))
-                    .cloned()
-                    .ok_or_else(|| TrainError::Checkpoint {
+            let get = |suffix: &str| -> TrainResult<Tensor> {
+                let t = tensors.get(&format!("{name}.{suffix}")).ok_or_else(|| {
+                    TrainError::Checkpoint {
                         path: "optimizer.safetensors".into(),
                         message: format!("{name}.{suffix} is missing"),
-                    })
+                    }
+                })?;
+                Ok(t.to_device(device)?)
             };
             moments.insert(
                 name.clone(),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::train::device::TrainDevice;
 use crate::train::error::{TrainError, TrainResult};
 
 /// Shape of a model trained from scratch.
@@ -54,6 +55,9 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) after this step although the schedule runs to `steps`.
     #[serde(skip)]
     pub stop_after: Option<usize>,
+    /// Where the run computes; not saved: a run may resume on another device.
+    #[serde(skip)]
+    pub device: TrainDevice,
 }
 
 impl TrainOptions {
@@ -96,6 +100,7 @@ impl TrainOptions {
             save_every: 0,
             log_every: 10,
             stop_after: None,
+            device: TrainDevice::default(),
         }
     }
 

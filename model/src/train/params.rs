@@ -1,7 +1,7 @@
 //! The trainable weights of an EPAS LLaMA as candle `Var`s, named as in HF checkpoints, and the
 //! conversions to and from the inference model (which serves them unchanged).
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
 use crate::config::{LlamaConfig, ModelInfo};
 use crate::linear::{Embedding, Linear};
@@ -80,9 +80,39 @@ impl TrainParams {
         })
     }
 
-    /// An inference model over a snapshot of the current weights.
+    /// Trainable copies of these weights on `device`.
+    pub fn to_device(&self, device: &Device) -> TrainResult<Self> {
+        let on = |v: &Var| var(v.as_tensor().to_device(device)?);
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerParams {
+                    attn_norm: on(&l.attn_norm)?,
+                    wq: on(&l.wq)?,
+                    wk: on(&l.wk)?,
+                    wv: on(&l.wv)?,
+                    wo: on(&l.wo)?,
+                    mlp_norm: on(&l.mlp_norm)?,
+                    gate: on(&l.gate)?,
+                    up: on(&l.up)?,
+                    down: on(&l.down)?,
+                })
+            })
+            .collect::<TrainResult<Vec<_>>>()?;
+        Ok(Self {
+            config: self.config.clone(),
+            embed: on(&self.embed)?,
+            layers,
+            norm: on(&self.norm)?,
+            lm_head: self.lm_head.as_ref().map(on).transpose()?,
+        })
+    }
+
+    /// An inference model (on the host) over a snapshot of the current weights.
     pub fn to_model(&self, mut info: ModelInfo) -> TrainResult<EpasLlama> {
-        let snap = |v: &Var| -> TrainResult<Tensor> { Ok(v.as_tensor().copy()?) };
+        let snap =
+            |v: &Var| -> TrainResult<Tensor> { Ok(v.as_tensor().to_device(&Device::Cpu)?.copy()?) };
         let dense = |v: &Var| -> TrainResult<Linear> { Ok(Linear::dense(snap(v)?)?) };
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
@@ -177,7 +207,8 @@ impl TrainParams {
                     p.var.dims()
                 )));
             }
-            p.var.set(&t.to_dtype(DType::F32)?)?;
+            p.var
+                .set(&t.to_dtype(DType::F32)?.to_device(p.var.device())?)?;
         }
         Ok(())
     }

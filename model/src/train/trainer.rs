@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
+use crate::train::device::TrainDevice;
+
 use crate::sharing::SharingPlan;
 use crate::tokenizer::TextTokenizer;
 use crate::train::checkpoint::{self, TrainState};
@@ -47,12 +49,13 @@ pub fn validation_loss(
     batch_size: usize,
     batches: usize,
     sources: &[usize],
+    on: &TrainDevice,
 ) -> TrainResult<f32> {
     let n = windows.len().min(batch_size * batches.max(1));
     let mut total = 0f64;
     let mut rows = 0usize;
     for chunk in (0..n).collect::<Vec<_>>().chunks(batch_size) {
-        let t = stack(windows, chunk.iter().copied())?;
+        let t = stack(windows, chunk.iter().copied(), on)?;
         let l = loss(params, ctx, &t, sources)?.to_scalar::<f32>()? as f64;
         total += l * chunk.len() as f64;
         rows += chunk.len();
@@ -60,18 +63,23 @@ pub fn validation_loss(
     Ok((total / rows.max(1) as f64) as f32)
 }
 
-fn stack(windows: &Windows, idx: impl Iterator<Item = usize>) -> TrainResult<Tensor> {
+/// The windows `idx` as one `(rows, seq + 1)` batch on the run's device.
+fn stack(
+    windows: &Windows,
+    idx: impl Iterator<Item = usize>,
+    on: &TrainDevice,
+) -> TrainResult<Tensor> {
     let mut data = Vec::new();
     let mut rows = 0;
     for i in idx {
         data.extend_from_slice(windows.get(i));
         rows += 1;
     }
-    Ok(Tensor::from_vec(
+    Ok(on.put(&Tensor::from_vec(
         data,
         (rows, windows.seq_len + 1),
         &Device::Cpu,
-    )?)
+    )?)?)
 }
 
 struct Run {
@@ -98,9 +106,11 @@ pub fn train(
         let ckpt = checkpoint::load(&opts.out)?;
         let stop_after = opts.stop_after;
         let out = opts.out.clone();
+        let on = opts.device.clone();
         opts = ckpt.state.options.clone();
         opts.out = out;
         opts.stop_after = stop_after;
+        opts.device = on;
         opts.validate()?;
         let meta: TokenizerMeta = ckpt.state.tokenizer.clone();
         let tokenizer = meta.load(&ckpt.tokenizer_path)?;
@@ -133,12 +143,13 @@ pub fn train(
             ckpt.state.adamw,
             &ckpt.optimizer,
             &ckpt.state.optimizer_steps,
+            opts.device.device(),
         )?;
         let (schedule, target_layers) = schedule_for(&opts, start.params.config.num_layers)?;
         let mut info = start.info;
         info.name = ckpt.state.model_name.clone();
         Run {
-            params: start.params,
+            params: start.params.to_device(opts.device.device())?,
             tokenizer,
             info,
             data,
@@ -182,7 +193,7 @@ pub fn train(
             elapsed_s: 0.0,
         };
         Run {
-            params: start.params,
+            params: start.params.to_device(opts.device.device())?,
             tokenizer: start.tokenizer,
             info: start.info,
             data,
@@ -227,7 +238,7 @@ impl Run {
 
     fn go(&mut self, on_step: &mut dyn FnMut(&Progress<'_>)) -> TrainResult<TrainSummary> {
         let opts = self.opts.clone();
-        let ctx = ForwardContext::new(&self.params, opts.seq_len, &Device::Cpu)?;
+        let ctx = ForwardContext::new(&self.params, opts.seq_len, &opts.device)?;
         let mut order = BatchOrder::new(opts.seed, self.data.train.len());
         let stop = opts.stop_after.unwrap_or(opts.steps).min(opts.steps);
         let started = Instant::now();
@@ -246,7 +257,7 @@ impl Run {
                     .map(|n| order.window(n))
                     .collect();
                 self.state.samples_drawn += opts.batch_size;
-                let batch = stack(&self.data.train, idx.into_iter())?;
+                let batch = stack(&self.data.train, idx.into_iter(), &opts.device)?;
                 let l = loss(&self.params, &ctx, &batch, &sources)?;
                 let value = l.to_scalar::<f32>()?;
                 if !value.is_finite() {
@@ -289,6 +300,7 @@ impl Run {
                     opts.batch_size,
                     opts.eval_batches,
                     &self.sources(step),
+                    &opts.device,
                 )?)
             } else {
                 None
