@@ -5,7 +5,7 @@ use candle_core::{DType, Module, Tensor};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::kernels::{matmul_jobs, quantize_q8_1, MatmulJob, PackedFormat, PackedMatrix};
+use crate::kernels::{matmul_jobs, quantize_q8_1, GgufBlocks, MatmulJob, PackedMatrix};
 
 /// `y = x W^T` with `W` of shape `(out, in)`, dense or quantized (GGUF blocks).
 #[derive(Debug, Clone)]
@@ -16,7 +16,7 @@ pub enum Linear {
         matmul: QMatMul,
     },
     /// Q4_1 / Q8_0 weights repacked for this crate's SIMD kernels (candle's Q4_1 path is
-    /// scalar).
+    /// scalar); Q4_0, Q5_0 and Q4_K rewritten into them (`kernels::repack`).
     Packed(Arc<PackedMatrix>),
 }
 
@@ -33,12 +33,15 @@ impl Linear {
         use candle_core::quantized::GgmlDType;
         let (rows, cols) = weight.shape().dims2()?;
         let packed = match weight.dtype() {
-            GgmlDType::Q4_1 => Some(PackedFormat::Q4_1),
-            GgmlDType::Q8_0 => Some(PackedFormat::Q8_0),
+            GgmlDType::Q4_0 => Some(GgufBlocks::Q4_0),
+            GgmlDType::Q4_1 => Some(GgufBlocks::Q4_1),
+            GgmlDType::Q5_0 => Some(GgufBlocks::Q5_0),
+            GgmlDType::Q8_0 => Some(GgufBlocks::Q8_0),
+            GgmlDType::Q4K => Some(GgufBlocks::Q4K),
             _ => None,
         };
-        if let Some(format) = packed.filter(|_| weight.device().is_cpu()) {
-            if let Some(m) = PackedMatrix::from_gguf(format, rows, cols, &weight.data()?) {
+        if let Some(kind) = packed.filter(|_| weight.device().is_cpu()) {
+            if let Some(m) = PackedMatrix::from_gguf_blocks(kind, rows, cols, &weight.data()?) {
                 return Ok(Self::Packed(Arc::new(m)));
             }
         }
@@ -83,7 +86,7 @@ impl Linear {
         match self {
             Self::Dense(w) => format!("{:?}", w.dtype()).to_lowercase(),
             Self::Quantized { weight, .. } => format!("{:?}", weight.dtype()).to_lowercase(),
-            Self::Packed(m) => m.format().name().into(),
+            Self::Packed(m) => m.source_format().into(),
         }
     }
 }

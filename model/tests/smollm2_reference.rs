@@ -99,20 +99,69 @@ fn candle_last_logits(reference: &mut ModelWeights, ids: &[u32]) -> Vec<f32> {
 fn ratio_zero_logits_equal_candle_quantized_llama() {
     let (model, tok) = smollm2();
     let mut reference = candle_reference(false);
+    assert_near_candle_quantized("Q4_1", model, tok, &mut reference);
+}
+
+/// Last-position logits on every prompt within the quantized drift of candle's, and the top
+/// token the same or a near-tie in candle's own ranking.
+fn assert_near_candle_quantized(
+    label: &str,
+    model: &epas_model::EpasLlama,
+    tok: &epas_model::TextTokenizer,
+    reference: &mut ModelWeights,
+) {
     for prompt in PROMPTS {
         let ids = tok.encode(prompt).unwrap();
         let ours_last = last_logits(model, &ids);
-        let theirs = candle_last_logits(&mut reference, &ids);
+        let theirs = candle_last_logits(reference, &ids);
         let diff = max_abs_diff(&ours_last, &theirs);
-        eprintln!("{prompt:?}: max |diff| {diff}");
-        assert!(diff < 2.0, "{prompt:?}: max |diff| {diff}");
+        eprintln!("{label} {prompt:?}: max |diff| {diff}");
+        assert!(diff < 2.0, "{label} {prompt:?}: max |diff| {diff}");
         // The top token agrees, or candle itself ranks ours within the drift of its own top.
         let (ours_top, theirs_top) = (argmax(&ours_last) as usize, argmax(&theirs) as usize);
         let gap = theirs[theirs_top] - theirs[ours_top];
         assert!(
             ours_top == theirs_top || gap < 2.0 * diff,
-            "{prompt:?}: top token {ours_top} vs {theirs_top}, candle's gap {gap}"
+            "{label} {prompt:?}: top token {ours_top} vs {theirs_top}, candle's gap {gap}"
         );
+    }
+}
+
+/// The formats rewritten at load into this crate's kernels' blocks (Q4_0 and Q5_0 exactly, Q4_K
+/// with f16-rounded sub-block scales): SmolLM2 exported to each runs on the packed kernels and
+/// agrees with candle's quantized LLaMA, whose own kernels read those formats natively, within
+/// the activation-rounding drift of the test above.
+#[test]
+fn rewritten_formats_equal_candle_quantized_llama_on_the_same_file() {
+    use epas_model::load::{export_gguf, GgufQuant};
+    let (model, tok) = smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    for (quant, weights) in [
+        (GgufQuant::Q4_0, "q4_0"),
+        (GgufQuant::Q5_0, "q5_0"),
+        (GgufQuant::Q4K, "q5_0"), // Q4_K only where rows hold 256-value super-blocks
+    ] {
+        let path = dir.path().join(format!("{weights}-{quant:?}.gguf"));
+        export_gguf(model, tok, quant, &path).unwrap();
+        let (ours, _) = epas_model::load_model(&path, &Device::Cpu).unwrap();
+        assert_eq!(ours.info.weight_format, weights);
+        let down = ours.layers[0].down.format();
+        assert_eq!(
+            down,
+            if quant == GgufQuant::Q4K {
+                "q4k"
+            } else {
+                weights
+            }
+        );
+        assert!(
+            matches!(ours.layers[0].down, epas_model::linear::Linear::Packed(_)),
+            "{quant:?}: ffn_down is not on the packed kernels"
+        );
+        let mut file = std::fs::File::open(&path).unwrap();
+        let content = gguf_file::Content::read(&mut file).unwrap();
+        let mut reference = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+        assert_near_candle_quantized(&format!("{quant:?}"), &ours, tok, &mut reference);
     }
 }
 

@@ -17,7 +17,9 @@ pub struct ExportArgs {
     /// Write GGUF (the only format; the flag keeps the command explicit).
     #[arg(long, default_value_t = true)]
     pub gguf: bool,
-    /// Storage of the matrices: q8_0, q4_0, f16 or f32.
+    /// Storage of the matrices: q8_0, q5_0, q4_1, q4_0, q4_k (Q5_0 where rows are not whole
+    /// 256-value super-blocks, as llama.cpp), f16 or f32. The 4- and 5-bit formats and q8_0 run
+    /// on the SIMD kernels.
     #[arg(long, default_value = "q8_0")]
     pub quant: GgufQuant,
 }

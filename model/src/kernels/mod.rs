@@ -7,6 +7,7 @@ mod packed_matmul;
 mod packed_x86;
 mod pool;
 mod q8;
+mod repack;
 #[cfg(test)]
 mod tests;
 
@@ -14,6 +15,7 @@ pub use packed::{PackedFormat, PackedMatrix, GROUP};
 pub use packed_matmul::{matmul_jobs, MatmulJob};
 pub use pool::{par_chunks_mut, SpinPool};
 pub use q8::{quantize_q8_1, BlockQ8_1, QK};
+pub use repack::GgufBlocks;
 
 /// Which implementation the running CPU gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -77,6 +77,9 @@ pub struct PackedMatrix {
     cols: usize,
     quants: Vec<Line>,
     scales: Vec<u16>,
+    /// The file's format when it was rewritten into `format` at load (`"q4_k"`), else
+    /// `format`'s name.
+    source: &'static str,
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -136,11 +139,22 @@ impl PackedMatrix {
             cols,
             quants,
             scales,
+            source: format.name(),
         })
     }
 
     pub fn format(&self) -> PackedFormat {
         self.format
+    }
+
+    /// The format of the weights as the file stored them, e.g. `"q4_k"`.
+    pub fn source_format(&self) -> &'static str {
+        self.source
+    }
+
+    pub(crate) fn with_source(mut self, source: &'static str) -> Self {
+        self.source = source;
+        self
     }
 
     pub fn rows(&self) -> usize {

@@ -19,7 +19,11 @@ pub enum GgufQuant {
     F32,
     F16,
     Q8_0,
+    Q5_0,
+    Q4_1,
     Q4_0,
+    /// Q4_K where a row holds whole 256-value super-blocks, else Q5_0 (llama.cpp's fallback).
+    Q4K,
 }
 
 impl std::str::FromStr for GgufQuant {
@@ -29,21 +33,42 @@ impl std::str::FromStr for GgufQuant {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
             "q8_0" => Ok(Self::Q8_0),
+            "q5_0" => Ok(Self::Q5_0),
+            "q4_1" => Ok(Self::Q4_1),
             "q4_0" => Ok(Self::Q4_0),
+            "q4_k" | "q4k" => Ok(Self::Q4K),
             other => Err(format!(
-                "unknown quantization {other:?} (q8_0, q4_0, f16, f32)"
+                "unknown quantization {other:?} (q8_0, q5_0, q4_1, q4_0, q4_k, f16, f32)"
             )),
         }
     }
 }
 
 impl GgufQuant {
-    fn dtype(self) -> GgmlDType {
+    /// The storage of a matrix whose rows hold `cols` values.
+    fn dtype(self, cols: usize) -> GgmlDType {
         match self {
             Self::F32 => GgmlDType::F32,
             Self::F16 => GgmlDType::F16,
             Self::Q8_0 => GgmlDType::Q8_0,
+            Self::Q5_0 => GgmlDType::Q5_0,
+            Self::Q4_1 => GgmlDType::Q4_1,
             Self::Q4_0 => GgmlDType::Q4_0,
+            Self::Q4K if cols.is_multiple_of(GgmlDType::Q4K.block_size()) => GgmlDType::Q4K,
+            Self::Q4K => GgmlDType::Q5_0,
+        }
+    }
+
+    /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_*`).
+    fn file_type(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
+            Self::Q8_0 => 7,
+            Self::Q5_0 => 8,
+            Self::Q4K => 14,
         }
     }
 }
@@ -52,8 +77,8 @@ const TOKEN_TYPE_NORMAL: i32 = 1;
 const TOKEN_TYPE_CONTROL: i32 = 3;
 
 fn quantize(t: &Tensor, quant: GgufQuant, name: &str) -> Result<QTensor> {
-    let dtype = quant.dtype();
     let cols = t.dims().last().copied().unwrap_or(0);
+    let dtype = quant.dtype(cols);
     if !cols.is_multiple_of(dtype.block_size()) {
         return Err(ModelError::Config(format!(
             "{name}: rows of {cols} values cannot be stored as {quant:?} (blocks of {})",
@@ -202,15 +227,7 @@ pub fn export_gguf(
             Value::F32(c.rms_norm_eps as f32),
         ),
         ("llama.vocab_size".into(), Value::U32(c.vocab_size as u32)),
-        (
-            "general.file_type".into(),
-            Value::U32(match quant {
-                GgufQuant::F32 => 0,
-                GgufQuant::F16 => 1,
-                GgufQuant::Q4_0 => 2,
-                GgufQuant::Q8_0 => 7,
-            }),
-        ),
+        ("general.file_type".into(), Value::U32(quant.file_type())),
     ];
     if let Some(e) = &model.info.epas {
         md.push((
