@@ -204,3 +204,61 @@ fn the_built_in_model_runs_with_no_model_flag_and_serves_its_trained_ratio() {
         text(&o)
     );
 }
+
+/// `epas export --model builtin` in each k-quant: the file loads with its format (the built-in
+/// model's 256-wide rows hold whole super-blocks), keeps the trained sharing ratio, and scores
+/// the text about as well as the built-in Q8_0 weights.
+#[test]
+fn the_built_in_model_exports_to_k_quants_that_keep_its_quality() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_corpus(dir.path());
+    let perplexity = |model: &str| -> (f64, String) {
+        // The load log (`RUST_LOG=info`, as JSON) names the weights' format.
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_epas"))
+            .args([
+                "eval",
+                "--log-json",
+                "--model",
+                model,
+                "--text",
+                &data,
+                "--ratios",
+                "0.5",
+                "--ctx",
+                "64",
+                "--json",
+            ])
+            .env("EPAS_THREADS", "2")
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{model}: {}", text(&o));
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let ppl = rows[0]["perplexity"].as_f64().unwrap();
+        (ppl, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (reference, _) = perplexity("builtin");
+    for (quant, weights, tolerance) in [
+        ("q6_k", "q6k", 0.01),
+        ("q5_k", "q5k", 0.02),
+        ("q4_k", "q4k", 0.05),
+    ] {
+        let path = dir.path().join(format!("builtin-{quant}.gguf"));
+        let o = epas(&[
+            "export",
+            "--model",
+            "builtin",
+            "--quant",
+            quant,
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{quant}: {}", text(&o));
+        let (ppl, log) = perplexity(path.to_str().unwrap());
+        assert!(log.contains(&format!(r#""weights":"{weights}""#)), "{log}");
+        assert!(
+            (ppl - reference).abs() <= tolerance * reference,
+            "{quant}: perplexity {ppl} against the built-in model's {reference}"
+        );
+    }
+}

@@ -16,7 +16,8 @@ pub enum Linear {
         matmul: QMatMul,
     },
     /// Q4_1 / Q8_0 weights repacked for this crate's SIMD kernels (candle's Q4_1 path is
-    /// scalar); Q4_0, Q5_0 and Q4_K rewritten into them (`kernels::repack`).
+    /// scalar); Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K rewritten into packed formats
+    /// (`kernels::repack`).
     Packed(Arc<PackedMatrix>),
 }
 
@@ -38,6 +39,9 @@ impl Linear {
             GgmlDType::Q5_0 => Some(GgufBlocks::Q5_0),
             GgmlDType::Q8_0 => Some(GgufBlocks::Q8_0),
             GgmlDType::Q4K => Some(GgufBlocks::Q4K),
+            GgmlDType::Q6K => Some(GgufBlocks::Q6K),
+            GgmlDType::Q5_1 => Some(GgufBlocks::Q5_1),
+            GgmlDType::Q5K => Some(GgufBlocks::Q5K),
             _ => None,
         };
         if let Some(kind) = packed.filter(|_| weight.device().is_cpu()) {

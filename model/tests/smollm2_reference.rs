@@ -127,8 +127,8 @@ fn assert_near_candle_quantized(
     }
 }
 
-/// The formats rewritten at load into this crate's kernels' blocks (Q4_0 and Q5_0 exactly, Q4_K
-/// with f16-rounded sub-block scales): SmolLM2 exported to each runs on the packed kernels and
+/// The formats rewritten at load into this crate's packed formats (Q4_0, Q5_0, Q5_1 exactly;
+/// Q4_K, Q5_K and Q6_K with f16-rounded sub-block scales): SmolLM2 exported to each runs on the packed kernels and
 /// agrees with candle's quantized LLaMA, whose own kernels read those formats natively, within
 /// the activation-rounding drift of the test above.
 #[test]
@@ -139,21 +139,24 @@ fn rewritten_formats_equal_candle_quantized_llama_on_the_same_file() {
     for (quant, weights) in [
         (GgufQuant::Q4_0, "q4_0"),
         (GgufQuant::Q5_0, "q5_0"),
-        (GgufQuant::Q4K, "q5_0"), // Q4_K only where rows hold 256-value super-blocks
+        (GgufQuant::Q5_1, "q5_1"),
+        // K-quants only where rows hold 256-value super-blocks (SmolLM2: ffn_down).
+        (GgufQuant::Q4K, "q5_0"),
+        (GgufQuant::Q5K, "q5_1"),
+        (GgufQuant::Q6K, "q8_0"),
     ] {
         let path = dir.path().join(format!("{weights}-{quant:?}.gguf"));
         export_gguf(model, tok, quant, &path).unwrap();
         let (ours, _) = epas_model::load_model(&path, &Device::Cpu).unwrap();
         assert_eq!(ours.info.weight_format, weights);
         let down = ours.layers[0].down.format();
-        assert_eq!(
-            down,
-            if quant == GgufQuant::Q4K {
-                "q4k"
-            } else {
-                weights
-            }
-        );
+        let down_format = match quant {
+            GgufQuant::Q4K => "q4k",
+            GgufQuant::Q5K => "q5k",
+            GgufQuant::Q6K => "q6k",
+            _ => weights,
+        };
+        assert_eq!(down, down_format);
         assert!(
             matches!(ours.layers[0].down, epas_model::linear::Linear::Packed(_)),
             "{quant:?}: ffn_down is not on the packed kernels"

@@ -52,7 +52,7 @@ pub enum Command {
     /// Check the GPU code path (tensor forward) against the host kernels: logits per sharing
     /// ratio and batch invariance (`--device cuda`, or `cpu-tensor` without a GPU).
     CheckDevice(check_device::CheckDeviceArgs),
-    /// Write a checkpoint as a GGUF file (q8_0, q5_0, q4_1, q4_0, q4_k, f16 or f32) with epas.* metadata.
+    /// Write a checkpoint as a GGUF file (q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, f16 or f32) with epas.* metadata.
     Export(export::ExportArgs),
 }
 

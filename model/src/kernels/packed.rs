@@ -5,7 +5,8 @@
 //! scales form one vector. Outputs of a 16-row group land in 16 lanes: no horizontal sums.
 //!
 //! Values are stored unsigned: Q4_1 nibbles as they are, Q8_0 bytes plus 128 (the activation
-//! block's `offset`, `-128 * sum(x)`, starts the integer sum, which keeps it exact).
+//! block's `offset`, `-128 * sum(x)`, starts the integer sum, which keeps it exact), Q6_K's 6-bit
+//! values as they are (their `-32` bias folded into each half-block's integer sum the same way).
 //!
 //! Per (group, block):
 //! - Q4_1: 4 chunks of 64 bytes; chunk `p` holds bytes `4p..4p+4` of each row's 16 nibble
@@ -13,9 +14,14 @@
 //!   Scales: 16 f16 `d`, then 16 f16 `m`.
 //! - Q8_0: 8 chunks of 64 bytes; chunk `j` holds values `4j..4j+4` of each row, row `n` at
 //!   `4n`. Scales: 16 f16 `d`.
+//! - Q6K (Q6_K's 16-value sub-blocks in pairs, `kernels::repack`): chunks as Q8_0. Scales: 16
+//!   f16 `d` of values 0..16, then 16 of values 16..32. Its unpacked block (the `gguf` bytes
+//!   of this module, though GGUF has no such type) is `d_lo, d_hi` (f16) and 32 bytes `0..64`.
+//! - Q5_1 (GGUF Q5_1, and Q5_K's sub-blocks, `kernels::repack`): chunks as Q8_0, values `0..32`
+//!   as they are; scales as Q4_1 (`d`, then `m`). Unpacked block: `d, m` (f16), 32 bytes.
 //!
 //! Each output's arithmetic (integer block sums, then per block `acc += isum * (d_w d_x)` and
-//! for Q4_1 `acc += m_w s_x`, both fused multiply-adds) is the same at every kernel level and
+//! for Q4_1 `acc += m_w s_x`, both fused multiply-adds; Q6K one integer sum and step per half) is the same at every kernel level and
 //! whatever the batch around it: a row's result alone equals its result in any batch.
 
 use half::f16;
@@ -30,6 +36,8 @@ pub const GROUP: usize = 16;
 pub enum PackedFormat {
     Q4_1,
     Q8_0,
+    Q6K,
+    Q5_1,
 }
 
 impl PackedFormat {
@@ -38,6 +46,7 @@ impl PackedFormat {
         match self {
             Self::Q4_1 => 20,
             Self::Q8_0 => 34,
+            Self::Q6K | Self::Q5_1 => 36,
         }
     }
 
@@ -45,14 +54,14 @@ impl PackedFormat {
     pub(crate) fn quant_bytes(self) -> usize {
         match self {
             Self::Q4_1 => GROUP * QK / 2,
-            Self::Q8_0 => GROUP * QK,
+            Self::Q8_0 | Self::Q6K | Self::Q5_1 => GROUP * QK,
         }
     }
 
     /// f16 scales of one (group, block).
     pub(crate) fn scale_count(self) -> usize {
         match self {
-            Self::Q4_1 => 2 * GROUP,
+            Self::Q4_1 | Self::Q6K | Self::Q5_1 => 2 * GROUP,
             Self::Q8_0 => GROUP,
         }
     }
@@ -61,6 +70,8 @@ impl PackedFormat {
         match self {
             Self::Q4_1 => "q4_1",
             Self::Q8_0 => "q8_0",
+            Self::Q6K => "q6k",
+            Self::Q5_1 => "q5_1",
         }
     }
 }
@@ -128,6 +139,12 @@ impl PackedMatrix {
                             {
                                 *dst = v ^ 0x80;
                             }
+                        }
+                    }
+                    PackedFormat::Q6K | PackedFormat::Q5_1 => {
+                        s[GROUP + lane] = u16::from_le_bytes([src[2], src[3]]);
+                        for j in 0..8 {
+                            q[j * 64 + lane * 4..][..4].copy_from_slice(&src[4 + 4 * j..][..4]);
                         }
                     }
                 }
@@ -219,6 +236,12 @@ impl PackedMatrix {
                             }
                         }
                     }
+                    PackedFormat::Q6K | PackedFormat::Q5_1 => {
+                        dst[2..4].copy_from_slice(&s[GROUP + lane].to_le_bytes());
+                        for j in 0..8 {
+                            dst[4 + 4 * j..][..4].copy_from_slice(&q[j * 64 + lane * 4..][..4]);
+                        }
+                    }
                 }
             }
         }
@@ -250,6 +273,19 @@ impl PackedMatrix {
                             *v = (q8_0_value(q, lane, i) as i32 - 128) as f32 * d;
                         }
                     }
+                    PackedFormat::Q6K => {
+                        let d_hi = f16::from_bits(s[GROUP + lane]).to_f32();
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            let scale = if i < QK / 2 { d } else { d_hi };
+                            *v = (q8_0_value(q, lane, i) as i32 - 32) as f32 * scale;
+                        }
+                    }
+                    PackedFormat::Q5_1 => {
+                        let m = f16::from_bits(s[GROUP + lane]).to_f32();
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            *v = q8_0_value(q, lane, i) as f32 * d + m;
+                        }
+                    }
                 }
             }
         }
@@ -268,7 +304,8 @@ fn q4_1_value(q: &[u8], lane: usize, i: usize) -> u8 {
     }
 }
 
-/// Value `i` (0..32), offset by 128, of `lane`'s block in a packed Q8_0 (group, block).
+/// Byte `i` (0..32) of `lane`'s block in a packed Q8_0 (value + 128), Q6K (value + 32) or
+/// Q5_1 (value) (group, block).
 #[inline]
 fn q8_0_value(q: &[u8], lane: usize, i: usize) -> u8 {
     q[(i / 4) * 64 + lane * 4 + i % 4]
@@ -307,6 +344,26 @@ pub(crate) fn tile_scalar<const R: usize>(
                                 .map(|i| q8_0_value(q, lane, i) as i32 * a.qs[i] as i32)
                                 .sum::<i32>();
                         *acc = (isum as f32).mul_add(d * a.d, *acc);
+                    }
+                    PackedFormat::Q6K => {
+                        let (lo_bias, hi_bias) = a.q6k_biases();
+                        let half = |range: std::ops::Range<usize>| -> i32 {
+                            range
+                                .map(|i| q8_0_value(q, lane, i) as i32 * a.qs[i] as i32)
+                                .sum()
+                        };
+                        let d_hi = f16::from_bits(s[GROUP + lane]).to_f32();
+                        let (lo, hi) = (lo_bias + half(0..QK / 2), hi_bias + half(QK / 2..QK));
+                        *acc = (lo as f32).mul_add(d * a.d, *acc);
+                        *acc = (hi as f32).mul_add(d_hi * a.d, *acc);
+                    }
+                    PackedFormat::Q5_1 => {
+                        let isum: i32 = (0..QK)
+                            .map(|i| q8_0_value(q, lane, i) as i32 * a.qs[i] as i32)
+                            .sum();
+                        let m = f16::from_bits(s[GROUP + lane]).to_f32();
+                        *acc = (isum as f32).mul_add(d * a.d, *acc);
+                        *acc = m.mul_add(a.s, *acc);
                     }
                 }
             }

@@ -16,7 +16,18 @@ pub struct BlockQ8_1 {
     /// `-128 * sum(qs)`: kernels that offset signed weights by 128 to make them unsigned start
     /// their integer sum here, which keeps the dot product exact.
     pub offset: i32,
-    _pad: i32,
+    /// `sum(qs[16..32])`: with `offset`, the half-block sums the Q6K kernels need.
+    pub upper_sum: i32,
+}
+
+impl BlockQ8_1 {
+    /// `-32 * sum(qs[..16])` and `-32 * sum(qs[16..])`: Q6K kernels store their 6-bit weights
+    /// `+32` and start each half-block's integer sum here, which keeps it exact.
+    #[inline(always)]
+    pub fn q6k_biases(&self) -> (i32, i32) {
+        let total = -self.offset / 128;
+        (-32 * (total - self.upper_sum), -32 * self.upper_sum)
+    }
 }
 
 /// Rows below which quantization stays on the calling thread.
@@ -61,15 +72,19 @@ pub(crate) fn quantize_scalar(x: &[f32], out: &mut [BlockQ8_1]) {
             .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, &v) in dst.qs.iter_mut().zip(block) {
+        let (mut sum, mut upper_sum) = (0i32, 0i32);
+        for (i, (q, &v)) in dst.qs.iter_mut().zip(block).enumerate() {
             let r = (v * id).round_ties_even() as i32;
             *q = r as i8;
             sum += r;
+            if i >= QK / 2 {
+                upper_sum += r;
+            }
         }
         dst.d = f16::from_f32(d).to_f32();
         dst.s = f16::from_f32(sum as f32 * d).to_f32();
         dst.offset = -128 * sum;
+        dst.upper_sum = upper_sum;
     }
 }
 
@@ -91,6 +106,10 @@ mod tests {
             let sum: i32 = b.qs.iter().map(|&v| v as i32).sum();
             assert!((b.s - sum as f32 * b.d).abs() < 1e-2);
             assert_eq!(b.offset, -128 * sum);
+            assert_eq!(
+                b.upper_sum,
+                b.qs[16..].iter().map(|&v| v as i32).sum::<i32>()
+            );
         }
     }
 
@@ -110,8 +129,8 @@ mod tests {
         let got = quantize_q8_1(&x, 32 * 4);
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(
-                (g.qs, g.d.to_bits(), g.s.to_bits(), g.offset),
-                (w.qs, w.d.to_bits(), w.s.to_bits(), w.offset)
+                (g.qs, g.d.to_bits(), g.s.to_bits(), g.offset, g.upper_sum),
+                (w.qs, w.d.to_bits(), w.s.to_bits(), w.offset, w.upper_sum)
             );
         }
     }

@@ -7,7 +7,15 @@
 //! - Q4_K (super-blocks of 256 values: 8 sub-blocks of 32 with 6-bit scale and min under f16
 //!   `d` and `dmin`) as Q4_1 with `d' = f16(d sc)` and `m' = f16(-dmin m)`: those products are
 //!   rounded to f16 (relative 2^-11), which moves a weight by under 1% of its quantization step;
-//!   20 bytes per 32 values instead of 18.
+//!   20 bytes per 32 values instead of 18;
+//! - Q6_K (super-blocks of 256 values: 16 sub-blocks of 16 with an 8-bit scale under f16 `d`,
+//!   6-bit values biased by 32) as the packed Q6K format: each pair of sub-blocks is one block
+//!   with `d_lo = f16(d sc_lo)` and `d_hi = f16(d sc_hi)` (rounded as Q4_K's), values as they
+//!   are; 36 bytes per 32 values instead of 26.25;
+//! - Q5_1 (`d q + m`, 5-bit `q`) as the packed Q5_1 format (one value per byte): exact; 36 bytes
+//!   per 32 values instead of 24;
+//! - Q5_K (as Q4_K with 5-bit values) as packed Q5_1 with `d'`, `m'` rounded as Q4_K's; 36
+//!   bytes per 32 values instead of 22.
 //!
 //! Each function returns the target format's GGUF bytes, or `None` when the data does not fit
 //! (length, or a scale that overflows f16), so the caller keeps candle's kernels.
@@ -25,6 +33,9 @@ pub enum GgufBlocks {
     Q5_0,
     Q8_0,
     Q4K,
+    Q6K,
+    Q5_1,
+    Q5K,
 }
 
 impl GgufBlocks {
@@ -35,6 +46,9 @@ impl GgufBlocks {
             Self::Q5_0 => "q5_0",
             Self::Q8_0 => "q8_0",
             Self::Q4K => "q4k",
+            Self::Q6K => "q6k",
+            Self::Q5_1 => "q5_1",
+            Self::Q5K => "q5k",
         }
     }
 }
@@ -42,6 +56,9 @@ impl GgufBlocks {
 const Q4_0_BYTES: usize = 18;
 const Q5_0_BYTES: usize = 22;
 const Q4K_BYTES: usize = 144;
+const Q6K_BYTES: usize = 210;
+const Q5_1_BYTES: usize = 24;
+const Q5K_BYTES: usize = 176;
 const QK_K: usize = 256;
 
 impl PackedMatrix {
@@ -58,12 +75,13 @@ impl PackedMatrix {
             GgufBlocks::Q8_0 => return Self::from_gguf(PackedFormat::Q8_0, rows, cols, data),
             GgufBlocks::Q4_0 => (PackedFormat::Q4_1, q4_0_as_q4_1(data)?),
             GgufBlocks::Q5_0 => (PackedFormat::Q8_0, q5_0_as_q8_0(data)?),
-            GgufBlocks::Q4K => {
-                if !cols.is_multiple_of(QK_K) {
-                    return None;
-                }
-                (PackedFormat::Q4_1, q4k_as_q4_1(data)?)
+            GgufBlocks::Q4K | GgufBlocks::Q5K | GgufBlocks::Q6K if !cols.is_multiple_of(QK_K) => {
+                return None
             }
+            GgufBlocks::Q4K => (PackedFormat::Q4_1, q4k_as_q4_1(data)?),
+            GgufBlocks::Q6K => (PackedFormat::Q6K, q6k_as_pairs(data)?),
+            GgufBlocks::Q5_1 => (PackedFormat::Q5_1, q5_1_as_bytes(data)?),
+            GgufBlocks::Q5K => (PackedFormat::Q5_1, q5k_as_q5_1(data)?),
         };
         Some(Self::from_gguf(format, rows, cols, &rewritten)?.with_source(kind.name()))
     }
@@ -101,19 +119,35 @@ fn q5_0_as_q8_0(data: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(data.len() / Q5_0_BYTES * 34);
     for block in data.chunks_exact(Q5_0_BYTES) {
-        let high = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
-        let qs = &block[6..];
-        let value = |i: usize| {
-            let low = if i < 16 {
-                qs[i] & 0x0F
-            } else {
-                qs[i - 16] >> 4
-            };
-            let q = low | (((high >> i) & 1) as u8) << 4;
-            (q as i8 - 16) as u8
-        };
         out.extend_from_slice(&block[..2]);
-        out.extend((0..QK).map(value));
+        out.extend(five_bit_values(&block[2..]).map(|q| (q as i8 - 16) as u8));
+    }
+    Some(out)
+}
+
+/// The 32 values `0..32` of a Q5_0 / Q5_1 block from its high bits (`u32`) and nibbles: value
+/// `i` is nibble `i` (low nibbles of the 16 bytes first) with bit `i` of the high bits on top.
+fn five_bit_values(high_and_nibbles: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let (high, qs) = high_and_nibbles.split_at(4);
+    let high = u32::from_le_bytes([high[0], high[1], high[2], high[3]]);
+    (0..QK).map(move |i| {
+        let low = if i < 16 {
+            qs[i] & 0x0F
+        } else {
+            qs[i - 16] >> 4
+        };
+        low | (((high >> i) & 1) as u8) << 4
+    })
+}
+
+fn q5_1_as_bytes(data: &[u8]) -> Option<Vec<u8>> {
+    if !data.len().is_multiple_of(Q5_1_BYTES) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len() / Q5_1_BYTES * 36);
+    for block in data.chunks_exact(Q5_1_BYTES) {
+        out.extend_from_slice(&block[..4]);
+        out.extend(five_bit_values(&block[4..]));
     }
     Some(out)
 }
@@ -128,6 +162,38 @@ fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
             (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
         )
     }
+}
+
+/// `f16(d sc)` and `f16(-dmin m)` of a K-quant sub-block: its Q4_1-style scale and min.
+fn k_scale_min(d: f32, dmin: f32, (sc, m): (u8, u8)) -> Option<[u8; 4]> {
+    let [a, b] = finite_f16(d * sc as f32)?.to_le_bytes();
+    let [c, e] = finite_f16(-(dmin * m as f32))?.to_le_bytes();
+    Some([a, b, c, e])
+}
+
+fn q5k_as_q5_1(data: &[u8]) -> Option<Vec<u8>> {
+    if !data.len().is_multiple_of(Q5K_BYTES) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len() / Q5K_BYTES * 8 * 36);
+    for block in data.chunks_exact(Q5K_BYTES) {
+        let (d, dmin) = (f16_at(block, 0).to_f32(), f16_at(block, 2).to_f32());
+        let (scales, high, qs) = (&block[4..16], &block[16..48], &block[48..]);
+        for j in 0..QK_K / QK {
+            out.extend(k_scale_min(d, dmin, q4k_scale_min(j, scales))?);
+            // As Q4_K's nibbles, with bit j of high[i] on top.
+            let bytes = &qs[j / 2 * 32..][..32];
+            out.extend((0..QK).map(|i| {
+                let nibble = if j % 2 == 0 {
+                    bytes[i] & 0x0F
+                } else {
+                    bytes[i] >> 4
+                };
+                nibble | ((high[i] >> j) & 1) << 4
+            }));
+        }
+    }
+    Some(out)
 }
 
 fn q4k_as_q4_1(data: &[u8]) -> Option<Vec<u8>> {
@@ -149,9 +215,35 @@ fn q4k_as_q4_1(data: &[u8]) -> Option<Vec<u8>> {
                     bytes[i] >> 4
                 }
             };
-            out.extend(finite_f16(d * sc as f32)?.to_le_bytes());
-            out.extend(finite_f16(-(dmin * m as f32))?.to_le_bytes());
+            out.extend(k_scale_min(d, dmin, (sc, m))?);
             out.extend((0..16).map(|i| value(i) | value(i + 16) << 4));
+        }
+    }
+    Some(out)
+}
+
+/// Q6_K super-blocks as packed-Q6K blocks of 32: `d_lo`, `d_hi` (f16), 32 values `0..64`.
+fn q6k_as_pairs(data: &[u8]) -> Option<Vec<u8>> {
+    if !data.len().is_multiple_of(Q6K_BYTES) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len() / Q6K_BYTES * 8 * 36);
+    for block in data.chunks_exact(Q6K_BYTES) {
+        let (low, high, scales) = (&block[..128], &block[128..192], &block[192..208]);
+        let d = f16_at(block, 208).to_f32();
+        // Value v = 128 n + 32 k + l: low nibble (k < 2) or high nibble of low[64 n + 32 (k % 2)
+        // + l], bits 2k..2k+2 of high[32 n + l] on top; sub-block v / 16.
+        let value = |v: usize| {
+            let (n, k, l) = (v / 128, v % 128 / 32, v % 32);
+            let byte = low[64 * n + 32 * (k % 2) + l];
+            let nibble = if k < 2 { byte & 0x0F } else { byte >> 4 };
+            nibble | ((high[32 * n + l] >> (2 * k)) & 3) << 4
+        };
+        for b in 0..QK_K / QK {
+            for sub in [2 * b, 2 * b + 1] {
+                out.extend(finite_f16(d * scales[sub] as i8 as f32)?.to_le_bytes());
+            }
+            out.extend((0..QK).map(|i| value(QK * b + i)));
         }
     }
     Some(out)
@@ -184,14 +276,23 @@ mod tests {
             GgmlDType::Q4_0 => (QK, Q4_0_BYTES, 2),
             GgmlDType::Q5_0 => (QK, Q5_0_BYTES, 2),
             GgmlDType::Q4K => (QK_K, Q4K_BYTES, 4),
+            GgmlDType::Q6K => (QK_K, Q6K_BYTES, 2),
+            GgmlDType::Q5_1 => (QK, Q5_1_BYTES, 4),
+            GgmlDType::Q5K => (QK_K, Q5K_BYTES, 4),
             other => panic!("{other:?}"),
         };
         let mut data = Vec::new();
         for _ in 0..rows * cols / block_values {
-            for _ in 0..scale_bytes / 2 {
-                data.extend(small_f16(seed));
+            let scales: Vec<u8> = (0..scale_bytes / 2).flat_map(|_| small_f16(seed)).collect();
+            let rest = (scale_bytes..block_bytes).map(|_| lcg(seed) as u8);
+            // Q6_K keeps its f16 `d` at the end of the block.
+            if dtype == GgmlDType::Q6K {
+                data.extend(rest);
+                data.extend(scales);
+            } else {
+                data.extend(scales);
+                data.extend(rest);
             }
-            data.extend((scale_bytes..block_bytes).map(|_| lcg(seed) as u8));
         }
         data
     }
@@ -248,6 +349,21 @@ mod tests {
         check_weights(GgmlDType::Q4K, GgufBlocks::Q4K, false);
     }
 
+    #[test]
+    fn q5_1_is_rewritten_exactly() {
+        check_weights(GgmlDType::Q5_1, GgufBlocks::Q5_1, true);
+    }
+
+    #[test]
+    fn q5_k_is_rewritten_within_f16_rounding_of_its_scales() {
+        check_weights(GgmlDType::Q5K, GgufBlocks::Q5K, false);
+    }
+
+    #[test]
+    fn q6_k_is_rewritten_within_f16_rounding_of_its_scales() {
+        check_weights(GgmlDType::Q6K, GgufBlocks::Q6K, false);
+    }
+
     /// A layer of each format through this crate's kernels against the dense product with
     /// candle's dequantized weights (the difference is the 8-bit activation rounding).
     #[test]
@@ -258,6 +374,9 @@ mod tests {
             (GgmlDType::Q4_0, "q4_0"),
             (GgmlDType::Q5_0, "q5_0"),
             (GgmlDType::Q4K, "q4k"),
+            (GgmlDType::Q6K, "q6k"),
+            (GgmlDType::Q5_1, "q5_1"),
+            (GgmlDType::Q5K, "q5k"),
         ] {
             let data = random_blocks(dtype, rows, cols, &mut seed);
             let q = qtensor(dtype, rows, cols, data);
@@ -294,6 +413,7 @@ mod tests {
         assert!(matches!(layer, Linear::Quantized { .. }));
         // Q4_K rows must hold whole super-blocks; lengths must match.
         assert!(PackedMatrix::from_gguf_blocks(GgufBlocks::Q4K, 1, 128, &[0; 72]).is_none());
+        assert!(PackedMatrix::from_gguf_blocks(GgufBlocks::Q6K, 1, 256, &[0; 209]).is_none());
         assert!(PackedMatrix::from_gguf_blocks(GgufBlocks::Q5_0, 1, 32, &[0; 21]).is_none());
     }
 }

@@ -31,6 +31,16 @@ fn random_gguf(format: PackedFormat, rows: usize, cols: usize, seed: &mut u64) -
             PackedFormat::Q8_0 => {
                 data.extend((0..32).map(|_| ((lcg(seed) % 255) as i32 - 127) as i8 as u8))
             }
+            PackedFormat::Q6K => {
+                let d_hi = f16::from_f32((lcg(seed) % 1000) as f32 * -1e-5 - 1e-4);
+                data.extend(d_hi.to_le_bytes());
+                data.extend((0..32).map(|_| (lcg(seed) % 64) as u8));
+            }
+            PackedFormat::Q5_1 => {
+                let m = f16::from_f32(-((lcg(seed) % 1000) as f32) * 1e-4);
+                data.extend(m.to_le_bytes());
+                data.extend((0..32).map(|_| (lcg(seed) % 32) as u8));
+            }
         }
     }
     data
@@ -62,6 +72,19 @@ fn reference_dot(format: PackedFormat, row: &[u8], x: &[BlockQ8_1]) -> f32 {
                     .sum();
                 acc = (isum as f32).mul_add(h(block, 0) * a.d, acc);
             }
+            PackedFormat::Q6K => {
+                for (half, at) in [(0..16, 0), (16..32, 2)] {
+                    let isum: i32 = half
+                        .map(|i| (block[4 + i] as i32 - 32) * a.qs[i] as i32)
+                        .sum();
+                    acc = (isum as f32).mul_add(h(block, at) * a.d, acc);
+                }
+            }
+            PackedFormat::Q5_1 => {
+                let isum: i32 = (0..32).map(|i| block[4 + i] as i32 * a.qs[i] as i32).sum();
+                acc = (isum as f32).mul_add(h(block, 0) * a.d, acc);
+                acc = h(block, 2).mul_add(a.s, acc);
+            }
         }
     }
     acc
@@ -78,6 +101,16 @@ fn gguf_dequantize(format: PackedFormat, data: &[u8]) -> Vec<f32> {
             }
             PackedFormat::Q8_0 => {
                 out.extend(block[2..].iter().map(|&q| q as i8 as f32 * h(block, 0)))
+            }
+            PackedFormat::Q6K => out.extend(
+                block[4..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &q)| (q as i32 - 32) as f32 * h(block, if i < 16 { 0 } else { 2 })),
+            ),
+            PackedFormat::Q5_1 => {
+                let (d, m) = (h(block, 0), h(block, 2));
+                out.extend(block[4..].iter().map(|&q| q as f32 * d + m));
             }
         }
     }
@@ -161,30 +194,69 @@ fn q8_0_kernels_match_the_reference_on_random_inputs() {
 }
 
 #[test]
-fn extreme_q8_0_values_stay_exact() {
-    // Every weight at +-127 against activations at +-127: the largest integer sums.
+fn q6_k_pair_kernels_match_the_reference_on_random_inputs() {
+    check(PackedFormat::Q6K);
+}
+
+#[test]
+fn q5_1_kernels_match_the_reference_on_random_inputs() {
+    check(PackedFormat::Q5_1);
+}
+
+/// `block` builds block `i`'s GGUF bytes; 16 rows of 64 against activations at +-127, every
+/// kernel level against the reference.
+fn check_extreme(format: PackedFormat, block: impl Fn(usize) -> Vec<u8>) {
     let (n, k) = (16, 64);
-    let mut gguf = Vec::new();
-    for i in 0..n * k / QK {
-        gguf.extend(f16::from_f32(0.5).to_le_bytes());
-        gguf.extend((0..32).map(|j| if (i + j) % 3 == 0 { 0x81u8 } else { 0x7F }));
-    }
-    let w = PackedMatrix::from_gguf(PackedFormat::Q8_0, n, k, &gguf).unwrap();
+    let gguf: Vec<u8> = (0..n * k / QK).flat_map(block).collect();
+    let w = PackedMatrix::from_gguf(format, n, k, &gguf).unwrap();
     let x: Vec<f32> = (0..k)
         .map(|j| if j % 2 == 0 { 1.0 } else { -1.0 })
         .collect();
     let acts = quantize_q8_1(&x, k);
+    let row_bytes = k / QK * format.gguf_block_bytes();
     for level in levels() {
         let got = w.matmul_with(level, &x, 1);
         for c in 0..n {
-            let row = &gguf[c * 2 * 34..(c + 1) * 2 * 34];
+            let row = &gguf[c * row_bytes..(c + 1) * row_bytes];
             assert_eq!(
                 got[c],
-                reference_dot(PackedFormat::Q8_0, row, &acts),
-                "{level:?}"
+                reference_dot(format, row, &acts),
+                "{format:?} {level:?}"
             );
         }
     }
+}
+
+#[test]
+fn extreme_q6_k_values_stay_exact() {
+    // Weights at 0 and 63 (-32 and +31 after the bias).
+    check_extreme(PackedFormat::Q6K, |i| {
+        let mut b = f16::from_f32(0.25).to_le_bytes().to_vec();
+        b.extend(f16::from_f32(-0.5).to_le_bytes());
+        b.extend((0..32).map(|j| if (i + j) % 3 == 0 { 0u8 } else { 63 }));
+        b
+    });
+}
+
+#[test]
+fn extreme_q8_0_values_stay_exact() {
+    // Every weight at +-127: the largest integer sums.
+    check_extreme(PackedFormat::Q8_0, |i| {
+        let mut b = f16::from_f32(0.5).to_le_bytes().to_vec();
+        b.extend((0..32).map(|j| if (i + j) % 3 == 0 { 0x81u8 } else { 0x7F }));
+        b
+    });
+}
+
+#[test]
+fn extreme_q5_1_values_stay_exact() {
+    // Weights at 0 and 31.
+    check_extreme(PackedFormat::Q5_1, |i| {
+        let mut b = f16::from_f32(0.5).to_le_bytes().to_vec();
+        b.extend(f16::from_f32(-7.5).to_le_bytes());
+        b.extend((0..32).map(|j| if (i + j) % 3 == 0 { 0u8 } else { 31 }));
+        b
+    });
 }
 
 #[test]
@@ -207,6 +279,8 @@ fn one_region_of_several_matrices_equals_separate_products() {
     let shapes = [
         (PackedFormat::Q4_1, 40, m),
         (PackedFormat::Q8_0, 16, 70),
+        (PackedFormat::Q6K, 21, 40),
+        (PackedFormat::Q5_1, 17, 150),
         (PackedFormat::Q4_1, 3, 1),
     ];
     let mats: Vec<PackedMatrix> = shapes
@@ -241,7 +315,12 @@ fn one_region_of_several_matrices_equals_separate_products() {
 #[test]
 fn repacked_blocks_give_back_the_gguf_bytes() {
     let mut seed = 7;
-    for format in [PackedFormat::Q4_1, PackedFormat::Q8_0] {
+    for format in [
+        PackedFormat::Q4_1,
+        PackedFormat::Q8_0,
+        PackedFormat::Q6K,
+        PackedFormat::Q5_1,
+    ] {
         for rows in [1, 16, 37] {
             let data = random_gguf(format, rows, 96, &mut seed);
             let m = PackedMatrix::from_gguf(format, rows, 96, &data).unwrap();

@@ -19,11 +19,16 @@ pub enum GgufQuant {
     F32,
     F16,
     Q8_0,
+    Q5_1,
     Q5_0,
     Q4_1,
     Q4_0,
     /// Q4_K where a row holds whole 256-value super-blocks, else Q5_0 (llama.cpp's fallback).
     Q4K,
+    /// Q5_K where a row holds whole 256-value super-blocks, else Q5_1 (llama.cpp's fallback).
+    Q5K,
+    /// Q6_K where a row holds whole 256-value super-blocks, else Q8_0 (llama.cpp's fallback).
+    Q6K,
 }
 
 impl std::str::FromStr for GgufQuant {
@@ -33,12 +38,16 @@ impl std::str::FromStr for GgufQuant {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
             "q8_0" => Ok(Self::Q8_0),
+            "q5_1" => Ok(Self::Q5_1),
             "q5_0" => Ok(Self::Q5_0),
             "q4_1" => Ok(Self::Q4_1),
             "q4_0" => Ok(Self::Q4_0),
             "q4_k" | "q4k" => Ok(Self::Q4K),
+            "q5_k" | "q5k" => Ok(Self::Q5K),
+            "q6_k" | "q6k" => Ok(Self::Q6K),
             other => Err(format!(
-                "unknown quantization {other:?} (q8_0, q5_0, q4_1, q4_0, q4_k, f16, f32)"
+                "unknown quantization {other:?} \
+                 (q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, f16, f32)"
             )),
         }
     }
@@ -51,11 +60,16 @@ impl GgufQuant {
             Self::F32 => GgmlDType::F32,
             Self::F16 => GgmlDType::F16,
             Self::Q8_0 => GgmlDType::Q8_0,
+            Self::Q5_1 => GgmlDType::Q5_1,
             Self::Q5_0 => GgmlDType::Q5_0,
             Self::Q4_1 => GgmlDType::Q4_1,
             Self::Q4_0 => GgmlDType::Q4_0,
             Self::Q4K if cols.is_multiple_of(GgmlDType::Q4K.block_size()) => GgmlDType::Q4K,
             Self::Q4K => GgmlDType::Q5_0,
+            Self::Q5K if cols.is_multiple_of(GgmlDType::Q5K.block_size()) => GgmlDType::Q5K,
+            Self::Q5K => GgmlDType::Q5_1,
+            Self::Q6K if cols.is_multiple_of(GgmlDType::Q6K.block_size()) => GgmlDType::Q6K,
+            Self::Q6K => GgmlDType::Q8_0,
         }
     }
 
@@ -68,7 +82,10 @@ impl GgufQuant {
             Self::Q4_1 => 3,
             Self::Q8_0 => 7,
             Self::Q5_0 => 8,
+            Self::Q5_1 => 9,
+            Self::Q5K => 16,
             Self::Q4K => 14,
+            Self::Q6K => 18,
         }
     }
 }

@@ -99,13 +99,13 @@ fn gguf_blocks(l: &Linear) -> Result<Option<(GgmlDType, Vec<u8>)>> {
     use crate::kernels::PackedFormat;
     Ok(match l {
         Linear::Dense(_) => None,
-        Linear::Packed(m) => Some((
-            match m.format() {
-                PackedFormat::Q4_1 => GgmlDType::Q4_1,
-                PackedFormat::Q8_0 => GgmlDType::Q8_0,
-            },
-            m.to_gguf(),
-        )),
+        Linear::Packed(m) => match m.format() {
+            PackedFormat::Q4_1 => Some((GgmlDType::Q4_1, m.to_gguf())),
+            PackedFormat::Q8_0 => Some((GgmlDType::Q8_0, m.to_gguf())),
+            // Their packed blocks (Q6_K with f16 sub-block scales; Q5_1 / Q5_K values one per
+            // byte) are no GGUF type: they run dense.
+            PackedFormat::Q6K | PackedFormat::Q5_1 => None,
+        },
         Linear::Quantized { weight, .. } => match weight.dtype() {
             // Q8_1 and Q8_K are activation formats: candle's CUDA matmul has no kernel for them
             // as weights, so they run dense like unquantized tensors.
