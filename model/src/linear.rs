@@ -85,6 +85,15 @@ impl Linear {
         })
     }
 
+    /// Bytes the weights take in memory.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Dense(w) => tensor_bytes(w),
+            Self::Quantized { weight, .. } => weight.storage_size_in_bytes(),
+            Self::Packed(m) => m.bytes(),
+        }
+    }
+
     /// Storage name, e.g. "f32" or "q4_1".
     pub fn format(&self) -> String {
         match self {
@@ -187,4 +196,17 @@ impl Embedding {
             Self::Quantized(q) => q.dequantize(&q.device())?,
         })
     }
+
+    /// Bytes the table takes in memory.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Dense(w) => tensor_bytes(w),
+            Self::Quantized(q) => q.storage_size_in_bytes(),
+        }
+    }
+}
+
+/// Bytes of a dense tensor's elements.
+pub fn tensor_bytes(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
 }

@@ -146,6 +146,25 @@ impl EpasLlama {
         &self.info.config
     }
 
+    /// Bytes the host weights take in memory (a tied LM head packed for the kernels counts
+    /// apart from the embedding table it was made from).
+    pub fn weight_bytes(&self) -> usize {
+        use crate::linear::tensor_bytes;
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .map(|w| w.bytes())
+                    .sum::<usize>()
+                    + tensor_bytes(&l.attn_norm)
+                    + tensor_bytes(&l.mlp_norm)
+            })
+            .sum();
+        self.embed.bytes() + layers + tensor_bytes(&self.norm) + self.lm_head.bytes()
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -63,6 +63,7 @@ impl ModelArgs {
             layers = c.num_layers,
             hidden = c.hidden_size,
             weights = %loaded.0.info.weight_format,
+            weight_mb = (loaded.0.weight_bytes() as f64 / 1e6).round(),
             epas = loaded.0.info.epas.is_some(),
             seconds = started.elapsed().as_secs_f32(),
             "model loaded"

@@ -164,6 +164,11 @@ impl PackedMatrix {
         self.format
     }
 
+    /// Bytes the packed weights take in memory.
+    pub fn bytes(&self) -> usize {
+        self.quants.len() * std::mem::size_of::<Line>() + self.scales.len() * 2
+    }
+
     /// The format of the weights as the file stored them, e.g. `"q4_k"`.
     pub fn source_format(&self) -> &'static str {
         self.source

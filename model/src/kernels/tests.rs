@@ -325,6 +325,9 @@ fn repacked_blocks_give_back_the_gguf_bytes() {
             let data = random_gguf(format, rows, 96, &mut seed);
             let m = PackedMatrix::from_gguf(format, rows, 96, &data).unwrap();
             assert_eq!(m.to_gguf(), data, "{format:?} {rows} rows");
+            // Whole 16-row groups take exactly the unpacked bytes; others are padded.
+            let padded = rows.div_ceil(16) * 16 * data.len() / rows;
+            assert_eq!(m.bytes(), padded, "{format:?} {rows} rows");
         }
     }
 }
