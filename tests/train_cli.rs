@@ -260,5 +260,20 @@ fn the_built_in_model_exports_to_k_quants_that_keep_its_quality() {
             (ppl - reference).abs() <= tolerance * reference,
             "{quant}: perplexity {ppl} against the built-in model's {reference}"
         );
+        // Bound for a device, the file's blocks reach it as they are (no CPU rewrite) and the
+        // GPU code path agrees with the host.
+        let o = epas(&[
+            "check-device",
+            "--model",
+            path.to_str().unwrap(),
+            "--device",
+            "cpu-tensor",
+            "--device-weights",
+            "quantized",
+            "--decode-steps",
+            "2",
+        ]);
+        assert!(o.status.success(), "{quant}: {}", text(&o));
+        assert!(text(&o).contains("PASS"), "{}", text(&o));
     }
 }

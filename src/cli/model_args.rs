@@ -52,7 +52,11 @@ impl ModelArgs {
         let loaded = if self.model.as_path() == std::path::Path::new(BUILTIN_NAME) {
             epas_model::builtin::load_builtin(&device).context("loading the built-in model")?
         } else {
-            epas_model::load_model(&self.model, &device)
+            // A device takes GGUF blocks as the file has them; the rewrites are for the CPU.
+            let options = epas_model::load::LoadOptions {
+                rewrite_formats: matches!(self.device.device, super::device::DeviceSpec::Cpu),
+            };
+            epas_model::load::load_model_with(&self.model, &device, &options)
                 .with_context(|| format!("loading {}", self.model.display()))?
         };
         let mut loaded = loaded;

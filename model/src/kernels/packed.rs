@@ -88,7 +88,7 @@ pub struct PackedMatrix {
     cols: usize,
     quants: Vec<Line>,
     scales: Vec<u16>,
-    /// The file's format when it was rewritten into `format` at load (`"q4_k"`), else
+    /// The file's format when it was rewritten into `format` at load (`"q4k"`), else
     /// `format`'s name.
     source: &'static str,
 }
@@ -169,7 +169,7 @@ impl PackedMatrix {
         self.quants.len() * std::mem::size_of::<Line>() + self.scales.len() * 2
     }
 
-    /// The format of the weights as the file stored them, e.g. `"q4_k"`.
+    /// The format of the weights as the file stored them, e.g. `"q4k"`.
     pub fn source_format(&self) -> &'static str {
         self.source
     }
@@ -255,46 +255,51 @@ impl PackedMatrix {
 
     /// The weights as f32, `(rows, cols)` row-major.
     pub fn dequantize(&self) -> Vec<f32> {
-        let nb = self.blocks();
-        let (qb, sc) = (self.format.quant_bytes(), self.format.scale_count());
         let mut out = vec![0f32; self.rows * self.cols];
         for (n, row) in out.chunks_exact_mut(self.cols).enumerate() {
-            let (g, lane) = (n / GROUP, n % GROUP);
-            let (quants, scales) = (self.group_quants(g), self.group_scales(g));
-            for b in 0..nb {
-                let q = &quants[b * qb..][..qb];
-                let s = &scales[b * sc..][..sc];
-                let d = f16::from_bits(s[lane]).to_f32();
-                let dst = &mut row[b * QK..][..QK];
-                match self.format {
-                    PackedFormat::Q4_1 => {
-                        let m = f16::from_bits(s[GROUP + lane]).to_f32();
-                        for (i, v) in dst.iter_mut().enumerate() {
-                            *v = q4_1_value(q, lane, i) as f32 * d + m;
-                        }
+            self.dequantize_row_into(n, row);
+        }
+        out
+    }
+
+    /// Row `n` (`< rows`) as f32 into `row` (`cols` long): the same values as [`Self::dequantize`].
+    pub fn dequantize_row_into(&self, n: usize, row: &mut [f32]) {
+        let nb = self.blocks();
+        let (qb, sc) = (self.format.quant_bytes(), self.format.scale_count());
+        let (g, lane) = (n / GROUP, n % GROUP);
+        let (quants, scales) = (self.group_quants(g), self.group_scales(g));
+        for b in 0..nb {
+            let q = &quants[b * qb..][..qb];
+            let s = &scales[b * sc..][..sc];
+            let d = f16::from_bits(s[lane]).to_f32();
+            let dst = &mut row[b * QK..][..QK];
+            match self.format {
+                PackedFormat::Q4_1 => {
+                    let m = f16::from_bits(s[GROUP + lane]).to_f32();
+                    for (i, v) in dst.iter_mut().enumerate() {
+                        *v = q4_1_value(q, lane, i) as f32 * d + m;
                     }
-                    PackedFormat::Q8_0 => {
-                        for (i, v) in dst.iter_mut().enumerate() {
-                            *v = (q8_0_value(q, lane, i) as i32 - 128) as f32 * d;
-                        }
+                }
+                PackedFormat::Q8_0 => {
+                    for (i, v) in dst.iter_mut().enumerate() {
+                        *v = (q8_0_value(q, lane, i) as i32 - 128) as f32 * d;
                     }
-                    PackedFormat::Q6K => {
-                        let d_hi = f16::from_bits(s[GROUP + lane]).to_f32();
-                        for (i, v) in dst.iter_mut().enumerate() {
-                            let scale = if i < QK / 2 { d } else { d_hi };
-                            *v = (q8_0_value(q, lane, i) as i32 - 32) as f32 * scale;
-                        }
+                }
+                PackedFormat::Q6K => {
+                    let d_hi = f16::from_bits(s[GROUP + lane]).to_f32();
+                    for (i, v) in dst.iter_mut().enumerate() {
+                        let scale = if i < QK / 2 { d } else { d_hi };
+                        *v = (q8_0_value(q, lane, i) as i32 - 32) as f32 * scale;
                     }
-                    PackedFormat::Q5_1 => {
-                        let m = f16::from_bits(s[GROUP + lane]).to_f32();
-                        for (i, v) in dst.iter_mut().enumerate() {
-                            *v = q8_0_value(q, lane, i) as f32 * d + m;
-                        }
+                }
+                PackedFormat::Q5_1 => {
+                    let m = f16::from_bits(s[GROUP + lane]).to_f32();
+                    for (i, v) in dst.iter_mut().enumerate() {
+                        *v = q8_0_value(q, lane, i) as f32 * d + m;
                     }
                 }
             }
         }
-        out
     }
 }
 

@@ -203,26 +203,29 @@ fn q5_1_kernels_match_the_reference_on_random_inputs() {
     check(PackedFormat::Q5_1);
 }
 
-/// `block` builds block `i`'s GGUF bytes; 16 rows of 64 against activations at +-127, every
-/// kernel level against the reference.
+/// `block` builds block `i`'s GGUF bytes; 16 rows of 64 against activations at +-127 (all
+/// positive: the largest pair sums of `vpmaddubsw` and nonzero half-block sums; alternating;
+/// and in runs of three), every kernel level against the reference.
 fn check_extreme(format: PackedFormat, block: impl Fn(usize) -> Vec<u8>) {
     let (n, k) = (16, 64);
     let gguf: Vec<u8> = (0..n * k / QK).flat_map(block).collect();
     let w = PackedMatrix::from_gguf(format, n, k, &gguf).unwrap();
-    let x: Vec<f32> = (0..k)
-        .map(|j| if j % 2 == 0 { 1.0 } else { -1.0 })
+    let patterns: [fn(usize) -> bool; 3] = [|_| true, |j| j % 2 == 0, |j| j % 6 < 3];
+    let x: Vec<f32> = patterns
+        .iter()
+        .flat_map(|positive| (0..k).map(move |j| if positive(j) { 1.0 } else { -1.0 }))
         .collect();
+    let rows = patterns.len();
     let acts = quantize_q8_1(&x, k);
-    let row_bytes = k / QK * format.gguf_block_bytes();
+    let (nb, row_bytes) = (k / QK, k / QK * format.gguf_block_bytes());
     for level in levels() {
-        let got = w.matmul_with(level, &x, 1);
-        for c in 0..n {
-            let row = &gguf[c * row_bytes..(c + 1) * row_bytes];
-            assert_eq!(
-                got[c],
-                reference_dot(format, row, &acts),
-                "{format:?} {level:?}"
-            );
+        let got = w.matmul_with(level, &x, rows);
+        for r in 0..rows {
+            for c in 0..n {
+                let row = &gguf[c * row_bytes..(c + 1) * row_bytes];
+                let want = reference_dot(format, row, &acts[r * nb..(r + 1) * nb]);
+                assert_eq!(got[r * n + c], want, "{format:?} {level:?} row {r}");
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::Device;
 
+use super::LoadOptions;
 use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
 use crate::error::{ModelError, Result};
 use crate::linear::{Embedding, Linear};
@@ -24,6 +25,7 @@ struct GgufReader<'a, R> {
     content: Content,
     reader: R,
     device: &'a Device,
+    rewrite_formats: bool,
 }
 
 impl<R: std::io::Read + std::io::Seek> GgufReader<'_, R> {
@@ -58,7 +60,7 @@ impl<R: std::io::Read + std::io::Seek> GgufReader<'_, R> {
 
     fn linear(&mut self, name: &str, expected: &[usize]) -> Result<Linear> {
         let q = self.tensor(name, expected)?;
-        as_linear(q)
+        as_linear(q, self.rewrite_formats)
     }
 
     fn vector(&mut self, name: &str, len: usize) -> Result<candle_core::Tensor> {
@@ -67,12 +69,12 @@ impl<R: std::io::Read + std::io::Seek> GgufReader<'_, R> {
     }
 }
 
-fn as_linear(q: QTensor) -> Result<Linear> {
+fn as_linear(q: QTensor, rewrite_formats: bool) -> Result<Linear> {
     match q.dtype() {
         GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
             Linear::dense(q.dequantize(&q.device())?)
         }
-        _ => Linear::quantized(q),
+        _ => Linear::quantized_with(q, rewrite_formats),
     }
 }
 
@@ -117,11 +119,20 @@ fn md_f64(meta: &HashMap<String, Value>, key: &str) -> Option<f64> {
 
 /// Reads `path` (a `.gguf` file) onto `device`.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<(EpasLlama, TextTokenizer)> {
+    load_gguf_with(path, device, &LoadOptions::default())
+}
+
+/// [`load_gguf`] with options.
+pub fn load_gguf_with(
+    path: &Path,
+    device: &Device,
+    options: &LoadOptions,
+) -> Result<(EpasLlama, TextTokenizer)> {
     let file = File::open(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    load_gguf_from(BufReader::new(file), path, device)
+    load_gguf_from(BufReader::new(file), path, device, options)
 }
 
 /// Reads a GGUF image held in memory (e.g. a model compiled into the binary); `name` stands in
@@ -131,13 +142,19 @@ pub fn load_gguf_bytes(
     name: &Path,
     device: &Device,
 ) -> Result<(EpasLlama, TextTokenizer)> {
-    load_gguf_from(std::io::Cursor::new(bytes), name, device)
+    load_gguf_from(
+        std::io::Cursor::new(bytes),
+        name,
+        device,
+        &LoadOptions::default(),
+    )
 }
 
 fn load_gguf_from<R: std::io::Read + std::io::Seek>(
     mut reader: R,
     path: &Path,
     device: &Device,
+    options: &LoadOptions,
 ) -> Result<(EpasLlama, TextTokenizer)> {
     let content = Content::read(&mut reader).map_err(|e| ModelError::Format {
         path: path.to_path_buf(),
@@ -209,6 +226,7 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
         content,
         reader,
         device,
+        rewrite_formats: options.rewrite_formats,
     };
     let (d, kv, ffn, hd) = (
         config.hidden_size,
@@ -231,8 +249,8 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
         )?;
         layers.push(DecoderLayer {
             attn_norm: r.vector(&format!("{p}.attn_norm.weight"), d)?,
-            wq: as_linear(wq)?,
-            wk: as_linear(wk)?,
+            wq: as_linear(wq, options.rewrite_formats)?,
+            wk: as_linear(wk, options.rewrite_formats)?,
             wv: r.linear(&format!("{p}.attn_v.weight"), &[kv, d])?,
             wo: r.linear(&format!("{p}.attn_output.weight"), &[d, d])?,
             mlp_norm: r.vector(&format!("{p}.ffn_norm.weight"), d)?,
@@ -242,10 +260,10 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
         });
     }
     let norm = r.vector("output_norm.weight", d)?;
-    let lm_head = if config.tie_word_embeddings {
-        embed.as_linear()?
+    let (embed, lm_head) = if config.tie_word_embeddings {
+        embed.tied(options.rewrite_formats)?
     } else {
-        r.linear("output.weight", &[config.vocab_size, d])?
+        (embed, r.linear("output.weight", &[config.vocab_size, d])?)
     };
     let weight_format = layers[0].wv.format();
     let info = ModelInfo {

@@ -14,13 +14,39 @@ use crate::error::{ModelError, Result};
 use crate::model::EpasLlama;
 use crate::tokenizer::TextTokenizer;
 
-pub use gguf::{load_gguf, load_gguf_bytes};
+pub use gguf::{load_gguf, load_gguf_bytes, load_gguf_with};
 pub use gguf_export::{export_gguf, GgufQuant};
 pub use safetensors::{load_safetensors, read_config, read_tokenizer, HfModelConfig};
 pub use save::{save_model_files, save_safetensors};
 
 /// Loads a GGUF file or an HF folder, chosen by what `path` is.
 pub fn load_model(path: &Path, device: &Device) -> Result<(EpasLlama, TextTokenizer)> {
+    load_model_with(path, device, &LoadOptions::default())
+}
+
+/// How a checkpoint is loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Rewrite GGUF formats without a kernel of their own (Q4_0, Q5_x, Q4_K, Q5_K, Q6_K) for
+    /// this crate's CPU kernels (the default); off for a model bound for a device, which takes
+    /// the file's blocks as they are.
+    pub rewrite_formats: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            rewrite_formats: true,
+        }
+    }
+}
+
+/// [`load_model`] with options.
+pub fn load_model_with(
+    path: &Path,
+    device: &Device,
+    options: &LoadOptions,
+) -> Result<(EpasLlama, TextTokenizer)> {
     let meta = std::fs::metadata(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
@@ -28,6 +54,6 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(EpasLlama, TextTokeni
     if meta.is_dir() {
         load_safetensors(path, device)
     } else {
-        load_gguf(path, device)
+        load_gguf_with(path, device, options)
     }
 }
