@@ -89,11 +89,7 @@ impl Linear {
         Ok(match self {
             Self::Dense(w) => w.clone(),
             Self::Quantized { weight, .. } => weight.dequantize(&weight.device())?,
-            Self::Packed(m) => Tensor::from_vec(
-                m.dequantize(),
-                (m.rows(), m.cols()),
-                &candle_core::Device::Cpu,
-            )?,
+            Self::Packed(m) => packed_dense(m)?,
         })
     }
 
@@ -227,11 +223,7 @@ impl Embedding {
         Ok(match self {
             Self::Dense(w) => w.clone(),
             Self::Quantized(q) => q.dequantize(&q.device())?,
-            Self::Packed(m) => Tensor::from_vec(
-                m.dequantize(),
-                (m.rows(), m.cols()),
-                &candle_core::Device::Cpu,
-            )?,
+            Self::Packed(m) => packed_dense(m)?,
         })
     }
 
@@ -243,6 +235,15 @@ impl Embedding {
             Self::Packed(_) => 0,
         }
     }
+}
+
+/// A packed matrix as a dense f32 `(rows, cols)` tensor.
+fn packed_dense(m: &PackedMatrix) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        m.dequantize(),
+        (m.rows(), m.cols()),
+        &candle_core::Device::Cpu,
+    )?)
 }
 
 /// Rows `ids` (u32, `(n,)`) of a packed table as `(n, cols)` f32; an id past the table is an

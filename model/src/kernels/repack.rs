@@ -97,32 +97,42 @@ fn finite_f16(x: f32) -> Option<f16> {
     h.is_finite().then_some(h)
 }
 
-fn q4_0_as_q4_1(data: &[u8]) -> Option<Vec<u8>> {
-    if !data.len().is_multiple_of(Q4_0_BYTES) {
+/// Each `block_bytes` block of `data` written by `write` (its output block: `out_bytes`);
+/// `None` when the length is not whole blocks or `write` refuses one.
+fn rewrite(
+    data: &[u8],
+    block_bytes: usize,
+    out_bytes: usize,
+    mut write: impl FnMut(&[u8], &mut Vec<u8>) -> Option<()>,
+) -> Option<Vec<u8>> {
+    if !data.len().is_multiple_of(block_bytes) {
         return None;
     }
-    let mut out = Vec::with_capacity(data.len() / Q4_0_BYTES * 20);
-    for block in data.chunks_exact(Q4_0_BYTES) {
+    let mut out = Vec::with_capacity(data.len() / block_bytes * out_bytes);
+    for block in data.chunks_exact(block_bytes) {
+        write(block, &mut out)?;
+    }
+    Some(out)
+}
+
+fn q4_0_as_q4_1(data: &[u8]) -> Option<Vec<u8>> {
+    rewrite(data, Q4_0_BYTES, 20, |block, out| {
         let d = f16_at(block, 0);
         let m = finite_f16(-8.0 * d.to_f32())?;
         out.extend(d.to_le_bytes());
         out.extend(m.to_le_bytes());
         // Same nibble order: low nibbles are values 0..16, high nibbles 16..32.
         out.extend_from_slice(&block[2..]);
-    }
-    Some(out)
+        Some(())
+    })
 }
 
 fn q5_0_as_q8_0(data: &[u8]) -> Option<Vec<u8>> {
-    if !data.len().is_multiple_of(Q5_0_BYTES) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len() / Q5_0_BYTES * 34);
-    for block in data.chunks_exact(Q5_0_BYTES) {
+    rewrite(data, Q5_0_BYTES, 34, |block, out| {
         out.extend_from_slice(&block[..2]);
         out.extend(five_bit_values(&block[2..]).map(|q| (q as i8 - 16) as u8));
-    }
-    Some(out)
+        Some(())
+    })
 }
 
 /// The 32 values `0..32` of a Q5_0 / Q5_1 block from its high bits (`u32`) and nibbles: value
@@ -141,19 +151,15 @@ fn five_bit_values(high_and_nibbles: &[u8]) -> impl Iterator<Item = u8> + '_ {
 }
 
 fn q5_1_as_bytes(data: &[u8]) -> Option<Vec<u8>> {
-    if !data.len().is_multiple_of(Q5_1_BYTES) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len() / Q5_1_BYTES * 36);
-    for block in data.chunks_exact(Q5_1_BYTES) {
+    rewrite(data, Q5_1_BYTES, 36, |block, out| {
         out.extend_from_slice(&block[..4]);
         out.extend(five_bit_values(&block[4..]));
-    }
-    Some(out)
+        Some(())
+    })
 }
 
-/// Sub-block `j`'s 6-bit scale and min from the 12 packed bytes of a Q4_K super-block.
-fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+/// Sub-block `j`'s 6-bit scale and min from the 12 packed bytes of a Q4_K / Q5_K super-block.
+fn k_scale_min_bits(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
@@ -164,71 +170,53 @@ fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
-/// `f16(d sc)` and `f16(-dmin m)` of a K-quant sub-block: its Q4_1-style scale and min.
-fn k_scale_min(d: f32, dmin: f32, (sc, m): (u8, u8)) -> Option<[u8; 4]> {
+/// `f16(d sc)` and `f16(-dmin m)` of sub-block `j` of a Q4_K / Q5_K super-block (`d`, `dmin`,
+/// then the 12 scale bytes): its Q4_1-style scale and min.
+fn k_scale_min(block: &[u8], j: usize) -> Option<[u8; 4]> {
+    let (d, dmin) = (f16_at(block, 0).to_f32(), f16_at(block, 2).to_f32());
+    let (sc, m) = k_scale_min_bits(j, &block[4..16]);
     let [a, b] = finite_f16(d * sc as f32)?.to_le_bytes();
     let [c, e] = finite_f16(-(dmin * m as f32))?.to_le_bytes();
     Some([a, b, c, e])
 }
 
-fn q5k_as_q5_1(data: &[u8]) -> Option<Vec<u8>> {
-    if !data.len().is_multiple_of(Q5K_BYTES) {
-        return None;
+/// The low 4 bits of value `i` of sub-block `j` in Q4_K / Q5_K nibbles: sub-blocks 2c and 2c+1
+/// are the low and high nibbles of the same 32 bytes.
+fn k_nibble(qs: &[u8], j: usize, i: usize) -> u8 {
+    let byte = qs[j / 2 * 32 + i];
+    if j.is_multiple_of(2) {
+        byte & 0x0F
+    } else {
+        byte >> 4
     }
-    let mut out = Vec::with_capacity(data.len() / Q5K_BYTES * 8 * 36);
-    for block in data.chunks_exact(Q5K_BYTES) {
-        let (d, dmin) = (f16_at(block, 0).to_f32(), f16_at(block, 2).to_f32());
-        let (scales, high, qs) = (&block[4..16], &block[16..48], &block[48..]);
-        for j in 0..QK_K / QK {
-            out.extend(k_scale_min(d, dmin, q4k_scale_min(j, scales))?);
-            // As Q4_K's nibbles, with bit j of high[i] on top.
-            let bytes = &qs[j / 2 * 32..][..32];
-            out.extend((0..QK).map(|i| {
-                let nibble = if j % 2 == 0 {
-                    bytes[i] & 0x0F
-                } else {
-                    bytes[i] >> 4
-                };
-                nibble | ((high[i] >> j) & 1) << 4
-            }));
-        }
-    }
-    Some(out)
 }
 
 fn q4k_as_q4_1(data: &[u8]) -> Option<Vec<u8>> {
-    if !data.len().is_multiple_of(Q4K_BYTES) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len() / Q4K_BYTES * 8 * 20);
-    for block in data.chunks_exact(Q4K_BYTES) {
-        let (d, dmin) = (f16_at(block, 0).to_f32(), f16_at(block, 2).to_f32());
-        let (scales, qs) = (&block[4..16], &block[16..]);
+    rewrite(data, Q4K_BYTES, 8 * 20, |block, out| {
+        let qs = &block[16..];
         for j in 0..QK_K / QK {
-            let (sc, m) = q4k_scale_min(j, scales);
-            // Sub-blocks 2c and 2c+1 are the low and high nibbles of the same 32 bytes.
-            let bytes = &qs[j / 2 * 32..][..32];
-            let value = |i: usize| {
-                if j % 2 == 0 {
-                    bytes[i] & 0x0F
-                } else {
-                    bytes[i] >> 4
-                }
-            };
-            out.extend(k_scale_min(d, dmin, (sc, m))?);
-            out.extend((0..16).map(|i| value(i) | value(i + 16) << 4));
+            out.extend(k_scale_min(block, j)?);
+            out.extend((0..16).map(|i| k_nibble(qs, j, i) | k_nibble(qs, j, i + 16) << 4));
         }
-    }
-    Some(out)
+        Some(())
+    })
+}
+
+fn q5k_as_q5_1(data: &[u8]) -> Option<Vec<u8>> {
+    rewrite(data, Q5K_BYTES, 8 * 36, |block, out| {
+        let (high, qs) = (&block[16..48], &block[48..]);
+        for j in 0..QK_K / QK {
+            out.extend(k_scale_min(block, j)?);
+            // As Q4_K's nibbles, with bit j of high[i] on top.
+            out.extend((0..QK).map(|i| k_nibble(qs, j, i) | ((high[i] >> j) & 1) << 4));
+        }
+        Some(())
+    })
 }
 
 /// Q6_K super-blocks as packed-Q6K blocks of 32: `d_lo`, `d_hi` (f16), 32 values `0..64`.
 fn q6k_as_pairs(data: &[u8]) -> Option<Vec<u8>> {
-    if !data.len().is_multiple_of(Q6K_BYTES) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len() / Q6K_BYTES * 8 * 36);
-    for block in data.chunks_exact(Q6K_BYTES) {
+    rewrite(data, Q6K_BYTES, 8 * 36, |block, out| {
         let (low, high, scales) = (&block[..128], &block[128..192], &block[192..208]);
         let d = f16_at(block, 208).to_f32();
         // Value v = 128 n + 32 k + l: low nibble (k < 2) or high nibble of low[64 n + 32 (k % 2)
@@ -245,8 +233,8 @@ fn q6k_as_pairs(data: &[u8]) -> Option<Vec<u8>> {
             }
             out.extend((0..QK).map(|i| value(QK * b + i)));
         }
-    }
-    Some(out)
+        Some(())
+    })
 }
 
 #[cfg(test)]
