@@ -49,6 +49,9 @@ struct Row {
 
 pub fn run(args: BenchBatchArgs) -> anyhow::Result<()> {
     let (model, tokenizer) = args.model.load()?;
+    // A device compiles and loads its kernels on first use (seconds on a fresh GPU machine):
+    // that belongs to no measurement.
+    model.warm_up()?;
     let (model, tokenizer) = (Arc::new(model), Arc::new(tokenizer));
     let vocab = model.config().vocab_size as u32;
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1);

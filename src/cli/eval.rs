@@ -55,6 +55,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.recompute_attention {
         model.set_shared_attention(SharedAttention::Recompute);
     }
+    // Kernel loading on a device (seconds on a fresh GPU machine) is not the first ratio's speed.
+    model.warm_up()?;
     let mut tokens = tokenizer.encode(&text)?;
     if let Some(max) = args.max_tokens {
         tokens.truncate(max);
