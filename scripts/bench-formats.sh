@@ -25,7 +25,7 @@ baseline="${BASELINE_BIN:-}"
 dir="target/bench-formats/$(basename "$source_model" .gguf)"
 mkdir -p "$dir"
 for f in $formats; do
-  ./target/release/epas export --model "$source_model" --out "$dir/smol-$f.gguf" --quant "$f" \
+  ./target/release/epas export --model "$source_model" --out "$dir/smol-$f.gguf" --quant "$f" --pure \
     >/dev/null 2>&1
 done
 engines="epas"

@@ -131,6 +131,55 @@ fn train_export_generate_and_eval_a_tiny_epas_model() {
         // Ten steps already predict the corpus far better than chance (a vocabulary of 320).
         assert!(rows[1]["perplexity"].as_f64().unwrap() < 160.0, "{rows:?}");
     }
+
+    // The f32 folder quantized at load scores like the dense folder; a quantized file, a dense
+    // format and an unknown one are refused with the error's exit status.
+    let perplexity = |extra: &[&str]| -> f64 {
+        let mut args = vec![
+            "eval", "--model", out_s, "--text", &data, "--ratios", "0.5", "--ctx", "32", "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = epas(&args);
+        assert!(o.status.success(), "{extra:?}: {}", text(&o));
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        rows[0]["perplexity"].as_f64().unwrap()
+    };
+    let dense = perplexity(&[]);
+    let q8 = perplexity(&["--quantize", "q8_0"]);
+    assert!(
+        q8 != dense && (q8 / dense - 1.0).abs() < 0.01,
+        "q8_0 {q8}, f32 {dense}"
+    );
+    let q4 = perplexity(&["--quantize", "q4_1"]);
+    assert!(
+        q4 != dense && (q4 / dense - 1.0).abs() < 0.1,
+        "q4_1 {q4}, f32 {dense}"
+    );
+    let gguf_s = gguf.to_str().unwrap();
+    for (model, flag, status, message) in [
+        (gguf_s, "q4_1", 1, "already stored as q8_0"),
+        (out_s, "f16", 1, "needs a block format"),
+        (out_s, "q3", 2, "unknown quantization"),
+    ] {
+        let o = epas(&[
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "the",
+            "--max-tokens",
+            "1",
+            "--quantize",
+            flag,
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(status),
+            "{model} {flag}: {}",
+            text(&o)
+        );
+        assert!(text(&o).contains(message), "{model} {flag}: {}", text(&o));
+    }
 }
 
 #[test]
@@ -276,4 +325,20 @@ fn the_built_in_model_exports_to_k_quants_that_keep_its_quality() {
         assert!(o.status.success(), "{quant}: {}", text(&o));
         assert!(text(&o).contains("PASS"), "{}", text(&o));
     }
+    // The tied table (the LM head) stays at q6_k under q4_k unless --pure: a smaller file.
+    let pure = dir.path().join("builtin-q4_k-pure.gguf");
+    let o = epas(&[
+        "export",
+        "--model",
+        "builtin",
+        "--quant",
+        "q4_k",
+        "--pure",
+        "--out",
+        pure.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let default = size(&dir.path().join("builtin-q4_k.gguf"));
+    assert!(size(&pure) < default, "{} vs {default}", size(&pure));
 }

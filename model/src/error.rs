@@ -53,6 +53,13 @@ pub enum ModelError {
     KvCacheFull { needed: usize, free: usize },
     #[error("invalid batch: {0}")]
     Batch(String),
+    #[error(
+        "nothing to quantize: the model's matrices are already stored as {format}; load-time \
+         quantization takes f32/f16/bf16 weights (`epas export --quant` re-quantizes a file)"
+    )]
+    AlreadyQuantized { format: String },
+    #[error("load-time quantization needs a block format (q8_0, q6_k, ...), not {0}")]
+    NotABlockFormat(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -17,6 +17,7 @@ pub mod linear;
 pub mod load;
 pub mod model;
 pub mod paged;
+mod quantize;
 pub mod rope;
 pub mod sampler;
 pub mod sharing;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use epas_model::builtin::BUILTIN_NAME;
-use epas_model::load::{export_gguf, GgufQuant};
+use epas_model::load::{export_gguf, GgufQuant, QuantScheme};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -25,6 +25,11 @@ pub struct ExportArgs {
     /// kernels.
     #[arg(long, default_value = "q8_0")]
     pub quant: GgufQuant,
+    /// Store the LM head (and a tied embedding table) in --quant too. By default, under 6-bit
+    /// formats it is kept at q6_k (q8_0 where rows are not whole super-blocks), as llama.cpp's
+    /// quantizer does.
+    #[arg(long)]
+    pub pure: bool,
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
@@ -35,7 +40,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         epas_model::load_model(&args.model, &device)
             .with_context(|| format!("loading {}", args.model.display()))?
     };
-    export_gguf(&model, &tokenizer, args.quant, &args.out)
+    let scheme = QuantScheme {
+        quant: args.quant,
+        pure: args.pure,
+    };
+    export_gguf(&model, &tokenizer, scheme, &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     eprintln!(

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use epas_model::builtin::BUILTIN_NAME;
+use epas_model::load::GgufQuant;
 use epas_model::{EpasLlama, KvDtype, TextTokenizer};
 
 use super::device::DeviceArgs;
@@ -26,6 +27,11 @@ pub struct ModelArgs {
     /// or `f32` (exact against f32 references).
     #[arg(long, env = "EPAS_KV_CACHE_DTYPE", default_value = "f16")]
     pub kv_cache_dtype: KvDtype,
+    /// Store a checkpoint's f32/f16/bf16 matrices as GGUF blocks at load: `q8_0`, `q6_k`,
+    /// `q5_k`, `q5_1`, `q5_0`, `q4_k`, `q4_1` or `q4_0` (an HF folder then runs on the quantized
+    /// kernels, as the same GGUF file would). Already-quantized files are refused.
+    #[arg(long, env = "EPAS_QUANTIZE", value_name = "FORMAT")]
+    pub quantize: Option<GgufQuant>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -49,17 +55,31 @@ impl ModelArgs {
             );
         }
         let started = std::time::Instant::now();
+        // A device takes GGUF blocks as they are; the rewrites are for the CPU kernels.
+        let rewrite = matches!(self.device.device, super::device::DeviceSpec::Cpu);
         let loaded = if self.model.as_path() == std::path::Path::new(BUILTIN_NAME) {
             epas_model::builtin::load_builtin(&device).context("loading the built-in model")?
         } else {
-            // A device takes GGUF blocks as the file has them; the rewrites are for the CPU.
             let options = epas_model::load::LoadOptions {
-                rewrite_formats: matches!(self.device.device, super::device::DeviceSpec::Cpu),
+                rewrite_formats: rewrite,
             };
             epas_model::load::load_model_with(&self.model, &device, &options)
                 .with_context(|| format!("loading {}", self.model.display()))?
         };
         let mut loaded = loaded;
+        if let Some(quant) = self.quantize {
+            let started = std::time::Instant::now();
+            let matrices = loaded
+                .0
+                .quantize_weights(quant, rewrite)
+                .with_context(|| format!("--quantize {}", quant.name()))?;
+            tracing::info!(
+                format = quant.name(),
+                matrices,
+                seconds = started.elapsed().as_secs_f32(),
+                "quantized at load"
+            );
+        }
         loaded.0.set_kv_dtype(self.kv_cache_dtype);
         let c = loaded.0.config();
         tracing::info!(

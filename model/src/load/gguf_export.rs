@@ -54,8 +54,24 @@ impl std::str::FromStr for GgufQuant {
 }
 
 impl GgufQuant {
+    /// The name `--quant` / `--quantize` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8_0 => "q8_0",
+            Self::Q5_1 => "q5_1",
+            Self::Q5_0 => "q5_0",
+            Self::Q4_1 => "q4_1",
+            Self::Q4_0 => "q4_0",
+            Self::Q4K => "q4_k",
+            Self::Q5K => "q5_k",
+            Self::Q6K => "q6_k",
+        }
+    }
+
     /// The storage of a matrix whose rows hold `cols` values.
-    fn dtype(self, cols: usize) -> GgmlDType {
+    pub(crate) fn dtype(self, cols: usize) -> GgmlDType {
         match self {
             Self::F32 => GgmlDType::F32,
             Self::F16 => GgmlDType::F16,
@@ -90,10 +106,38 @@ impl GgufQuant {
     }
 }
 
+/// How a model's matrices are stored: each in `quant`, except that under formats of fewer than 6
+/// bits the LM head (and an embedding table tied to it) is kept at Q6_K (Q8_0 where its rows are
+/// not whole super-blocks), as llama.cpp's quantizer does: the logits are the most sensitive to
+/// it. `pure` stores it like the rest (llama.cpp's `--pure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantScheme {
+    pub quant: GgufQuant,
+    pub pure: bool,
+}
+
+impl From<GgufQuant> for QuantScheme {
+    fn from(quant: GgufQuant) -> Self {
+        Self { quant, pure: false }
+    }
+}
+
+impl QuantScheme {
+    /// The storage of the LM head and of a tied embedding table.
+    pub fn head(self) -> GgufQuant {
+        use GgufQuant::*;
+        match self.quant {
+            F32 | F16 | Q8_0 | Q6K => self.quant,
+            _ if self.pure => self.quant,
+            _ => Q6K,
+        }
+    }
+}
+
 const TOKEN_TYPE_NORMAL: i32 = 1;
 const TOKEN_TYPE_CONTROL: i32 = 3;
 
-fn quantize(t: &Tensor, quant: GgufQuant, name: &str) -> Result<QTensor> {
+pub(crate) fn quantize(t: &Tensor, quant: GgufQuant, name: &str) -> Result<QTensor> {
     let cols = t.dims().last().copied().unwrap_or(0);
     let dtype = quant.dtype(cols);
     if !cols.is_multiple_of(dtype.block_size()) {
@@ -203,9 +247,11 @@ fn tokenizer_metadata(tok: &TextTokenizer) -> Result<Vec<(String, Value)>> {
 pub fn export_gguf(
     model: &EpasLlama,
     tokenizer: &TextTokenizer,
-    quant: GgufQuant,
+    scheme: impl Into<QuantScheme>,
     path: &Path,
 ) -> Result<()> {
+    let scheme = scheme.into();
+    let quant = scheme.quant;
     let c = model.config();
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("llama".into())),
@@ -263,9 +309,18 @@ pub fn export_gguf(
 
     let hd = c.head_dim();
     let vector = |t: &Tensor| -> Result<QTensor> { Ok(QTensor::quantize(t, GgmlDType::F32)?) };
+    let table_quant = if c.tie_word_embeddings {
+        scheme.head()
+    } else {
+        quant
+    };
     let mut tensors: Vec<(String, QTensor)> = vec![(
         "token_embd.weight".into(),
-        quantize(&model.embed.dequantized()?, quant, "token_embd.weight")?,
+        quantize(
+            &model.embed.dequantized()?,
+            table_quant,
+            "token_embd.weight",
+        )?,
     )];
     for (i, l) in model.layers.iter().enumerate() {
         let p = format!("blk.{i}");
@@ -291,7 +346,11 @@ pub fn export_gguf(
     if !c.tie_word_embeddings {
         tensors.push((
             "output.weight".into(),
-            quantize(&model.lm_head.dequantized()?, quant, "output.weight")?,
+            quantize(
+                &model.lm_head.dequantized()?,
+                scheme.head(),
+                "output.weight",
+            )?,
         ));
     }
 

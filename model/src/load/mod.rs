@@ -15,7 +15,8 @@ use crate::model::EpasLlama;
 use crate::tokenizer::TextTokenizer;
 
 pub use gguf::{load_gguf, load_gguf_bytes, load_gguf_with};
-pub use gguf_export::{export_gguf, GgufQuant};
+pub(crate) use gguf_export::quantize;
+pub use gguf_export::{export_gguf, GgufQuant, QuantScheme};
 pub use safetensors::{load_safetensors, read_config, read_tokenizer, HfModelConfig};
 pub use save::{save_model_files, save_safetensors};
 

@@ -1,0 +1,309 @@
+//! Load-time quantization: the dense (f32/f16/bf16) matrices of a checkpoint stored as GGUF
+//! blocks in memory, so an HF safetensors folder runs on the quantized kernels without a
+//! conversion step (what `--quantize` does, like vLLM's `--quantization` or TGI's `--quantize`).
+
+use std::sync::Arc;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::Tensor;
+
+use crate::error::{ModelError, Result};
+use crate::linear::{Embedding, Linear};
+use crate::load::{quantize, GgufQuant, QuantScheme};
+use crate::model::EpasLlama;
+
+impl EpasLlama {
+    /// Stores every float matrix (the layers' projections, the LM head and the embedding table)
+    /// in the scheme's block format (the LM head by [`QuantScheme::head`], as `epas export`
+    /// writes it), rewritten for this crate's CPU kernels when `rewrite` is set, as a GGUF file
+    /// of that format would load. Matrices already quantized stay as they are.
+    /// Returns how many matrices changed; a model with none is an error, as is a model already
+    /// placed on a device (quantize before [`Self::on_device`]).
+    pub fn quantize_weights(
+        &mut self,
+        scheme: impl Into<QuantScheme>,
+        rewrite: bool,
+    ) -> Result<usize> {
+        let scheme = scheme.into();
+        let quant = scheme.quant;
+        if matches!(quant, GgufQuant::F32 | GgufQuant::F16) {
+            return Err(ModelError::NotABlockFormat(quant.name().into()));
+        }
+        if self.tensor_dtype().is_some() {
+            return Err(ModelError::Config(
+                "quantize the weights before placing the model on a device".into(),
+            ));
+        }
+        self.check_blocks_fit(scheme)?;
+        let mut changed = 0;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, l) in [
+                ("attn_q", &mut layer.wq),
+                ("attn_k", &mut layer.wk),
+                ("attn_v", &mut layer.wv),
+                ("attn_output", &mut layer.wo),
+                ("ffn_gate", &mut layer.gate),
+                ("ffn_up", &mut layer.up),
+                ("ffn_down", &mut layer.down),
+            ] {
+                if let Some(w) = float_values(l)? {
+                    let q = quantize(&w, quant, &format!("blk.{i}.{name}.weight"))?;
+                    *l = Linear::quantized_with(q, rewrite)?;
+                    changed += 1;
+                }
+            }
+        }
+        let tied = self.config().tie_word_embeddings;
+        if let Some(table) = float_table(&self.embed)? {
+            let table_quant = if tied { scheme.head() } else { quant };
+            let q = quantize(&table, table_quant, "token_embd.weight")?;
+            let q = Embedding::Quantized(Arc::new(q));
+            changed += 1;
+            if tied {
+                // One table serves the lookups and the LM head, as in a GGUF file.
+                (self.embed, self.lm_head) = q.tied(rewrite)?;
+            } else {
+                self.embed = q;
+            }
+        }
+        if let Some(w) = float_values(&self.lm_head)? {
+            let q = quantize(&w, scheme.head(), "output.weight")?;
+            self.lm_head = Linear::quantized_with(q, rewrite)?;
+            changed += 1;
+        }
+        if changed == 0 {
+            return Err(ModelError::AlreadyQuantized {
+                format: self.info.weight_format.clone(),
+            });
+        }
+        self.info.weight_format = self.layers[0].wv.format();
+        Ok(changed)
+    }
+
+    /// Refuses, before anything changes, a dense matrix whose rows are not whole blocks.
+    fn check_blocks_fit(&self, scheme: QuantScheme) -> Result<()> {
+        let c = self.config();
+        let dense_cols = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+            .filter(|l| float_format(l))
+            .map(|l| (scheme.quant, l.dims().1));
+        let head = [
+            (scheme.quant, c.hidden_size),
+            (scheme.head(), c.hidden_size),
+        ];
+        for (quant, cols) in dense_cols.chain(head) {
+            let block = quant.dtype(cols).block_size();
+            if !cols.is_multiple_of(block) {
+                return Err(ModelError::Config(format!(
+                    "rows of {cols} values cannot be stored as {} (blocks of {block})",
+                    quant.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_float(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+}
+
+/// Whether a matrix is stored as floats (a GGUF file's F16 tied head stays candle's F16 blocks).
+fn float_format(l: &Linear) -> bool {
+    match l {
+        Linear::Dense(_) => true,
+        Linear::Quantized { weight, .. } => is_float(weight.dtype()),
+        Linear::Packed(_) => false,
+    }
+}
+
+/// A float matrix's values; `None` for one already in a block format.
+fn float_values(l: &Linear) -> Result<Option<Tensor>> {
+    Ok(if float_format(l) {
+        Some(l.dequantized()?)
+    } else {
+        None
+    })
+}
+
+/// An embedding table's values when it is stored as floats.
+fn float_table(e: &Embedding) -> Result<Option<Tensor>> {
+    Ok(match e {
+        Embedding::Dense(w) => Some(w.clone()),
+        Embedding::Quantized(q) if is_float(q.dtype()) => Some(q.dequantize(&q.device())?),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LlamaConfig;
+    use crate::init::random_model;
+    use crate::kernels::{kernel_level, KernelLevel};
+    use crate::sharing::SharingPlan;
+
+    fn config(tied: bool) -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 300,
+            hidden_size: 256,
+            intermediate_size: 512,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-5,
+            max_position_embeddings: 64,
+            tie_word_embeddings: tied,
+        }
+    }
+
+    fn logits(model: &EpasLlama, tokens: &[u32]) -> Vec<Vec<f32>> {
+        let plan = SharingPlan::none(model.config().num_layers);
+        model
+            .forward_sequence(tokens, plan)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    }
+
+    fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// Each format, tied and untied: every matrix changes format; the logits equal those of
+    /// the same quantized values run dense (up to the kernels' 8-bit activations), so every
+    /// matrix landed in its place; and they stay near the original model's, by the format's
+    /// step. A tied table stays one table.
+    #[test]
+    fn quantized_weights_keep_the_dense_model_s_logits() {
+        let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 300).collect();
+        let simd = kernel_level() != KernelLevel::Scalar;
+        for tied in [true, false] {
+            let dense = random_model(config(tied), None, 7).unwrap();
+            let reference = logits(&dense, &tokens);
+            let scale = reference
+                .iter()
+                .flatten()
+                .fold(0f32, |m, &x| m.max(x.abs()));
+            for (quant, format, tolerance) in [
+                (GgufQuant::Q8_0, "q8_0", 0.04),
+                (GgufQuant::Q6K, "q6k", 0.1),
+                (GgufQuant::Q4K, "q4k", 0.35),
+                (GgufQuant::Q4_1, "q4_1", 0.35),
+            ] {
+                let mut m = dense.clone();
+                let changed = m.quantize_weights(quant, true).unwrap();
+                assert_eq!(changed, 2 * 7 + if tied { 1 } else { 2 }, "{quant:?}");
+                if simd || matches!(quant, GgufQuant::Q8_0 | GgufQuant::Q4_1) {
+                    assert!(matches!(m.layers[1].down, Linear::Packed(_)), "{quant:?}");
+                    assert!(m.info.weight_format.starts_with(format), "{quant:?}");
+                }
+                assert_eq!(m.info.weight_format, m.layers[0].wv.format());
+                if tied && simd {
+                    assert!(matches!(m.embed, Embedding::Packed(_)), "{quant:?}");
+                }
+                assert!(m.weight_bytes() < dense.weight_bytes(), "{quant:?}");
+                let got = logits(&m, &tokens);
+
+                let mut same_values = m.clone();
+                same_values.dequantize_weights().unwrap();
+                let exact = max_diff(&got, &logits(&same_values, &tokens));
+                assert!(
+                    exact <= 0.03 * scale,
+                    "{quant:?} tied {tied}: {exact} from the same values run dense"
+                );
+                let worst = max_diff(&got, &reference);
+                assert!(
+                    worst <= tolerance * scale && worst > 0.0,
+                    "{quant:?} tied {tied}: logits {worst} apart (largest {scale})"
+                );
+            }
+        }
+    }
+
+    /// An F16 GGUF file loads its tied table as candle's F16 blocks: that table is quantized
+    /// too (and packed once for the lookups and the LM head).
+    #[test]
+    fn a_float_table_in_gguf_blocks_is_quantized_too() {
+        let mut m = random_model(config(true), None, 5).unwrap();
+        let table = candle_core::quantized::QTensor::quantize(
+            &m.embed.dequantized().unwrap(),
+            GgmlDType::F16,
+        )
+        .unwrap();
+        (m.embed, m.lm_head) = Embedding::Quantized(Arc::new(table)).tied(true).unwrap();
+        assert!(matches!(m.lm_head, Linear::Quantized { .. }));
+        assert_eq!(m.quantize_weights(GgufQuant::Q8_0, true).unwrap(), 15);
+        assert_eq!(m.lm_head.format(), "q8_0");
+        if kernel_level() != KernelLevel::Scalar {
+            assert!(matches!(m.embed, Embedding::Packed(_)));
+        }
+    }
+
+    /// Under 6 bits the LM head and a tied table stay at Q6_K (Q8_0 where rows are not whole
+    /// super-blocks), unless the scheme is pure; the layers take the format either way.
+    #[test]
+    fn the_lm_head_keeps_six_bits_unless_pure() {
+        for (tied, hidden, pure, head) in [
+            (true, 256, false, "q6k"),
+            (false, 256, false, "q6k"),
+            (true, 256, true, "q4_1"),
+            (true, 64, false, "q8_0"),
+        ] {
+            let mut c = config(tied);
+            c.hidden_size = hidden;
+            c.num_heads = hidden / 64;
+            c.num_kv_heads = 1;
+            let mut m = random_model(c, None, 2).unwrap();
+            let scheme = QuantScheme {
+                quant: GgufQuant::Q4_1,
+                pure,
+            };
+            m.quantize_weights(scheme, true).unwrap();
+            if kernel_level() != KernelLevel::Scalar || head != "q6k" {
+                assert_eq!(
+                    m.lm_head.format(),
+                    head,
+                    "tied {tied} hidden {hidden} pure {pure}"
+                );
+            }
+            assert_eq!(m.layers[0].gate.format(), "q4_1");
+            if !tied {
+                assert!(
+                    matches!(m.embed, Embedding::Quantized(ref q) if q.dtype() == GgmlDType::Q4_1)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_quantized_model_and_dense_formats_are_refused() {
+        let mut m = random_model(config(true), None, 3).unwrap();
+        for quant in [GgufQuant::F16, GgufQuant::F32] {
+            let err = m.quantize_weights(quant, true).unwrap_err();
+            assert!(matches!(err, ModelError::NotABlockFormat(_)), "{err}");
+        }
+        m.quantize_weights(GgufQuant::Q8_0, true).unwrap();
+        let err = m.quantize_weights(GgufQuant::Q4_1, true).unwrap_err();
+        assert!(err.to_string().contains("already stored as q8_0"), "{err}");
+    }
+
+    /// Rows that do not hold whole blocks of the format get a clear error, not a panic.
+    #[test]
+    fn rows_that_do_not_fit_the_blocks_are_an_error() {
+        let mut c = config(false);
+        c.hidden_size = 48;
+        c.intermediate_size = 96;
+        c.num_heads = 2;
+        c.num_kv_heads = 1;
+        let mut m = random_model(c, None, 1).unwrap();
+        let err = m.quantize_weights(GgufQuant::Q8_0, true).unwrap_err();
+        assert!(err.to_string().contains("cannot be stored"), "{err}");
+    }
+}
