@@ -177,9 +177,9 @@ mod tests {
     }
 
     /// Each format, tied and untied: every matrix changes format; the logits equal those of
-    /// the same quantized values run dense (up to the kernels' 8-bit activations), so every
-    /// matrix landed in its place; and they stay near the original model's, by the format's
-    /// step. A tied table stays one table.
+    /// the same quantized values run dense (up to the kernels' 8-bit activations: the kernels
+    /// serve the new blocks right), and stay near the original model's by the format's step (a
+    /// matrix quantized into the wrong place would be far off). A tied table stays one table.
     #[test]
     fn quantized_weights_keep_the_dense_model_s_logits() {
         let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 300).collect();
@@ -204,7 +204,6 @@ mod tests {
                     assert!(matches!(m.layers[1].down, Linear::Packed(_)), "{quant:?}");
                     assert!(m.info.weight_format.starts_with(format), "{quant:?}");
                 }
-                assert_eq!(m.info.weight_format, m.layers[0].wv.format());
                 if tied && simd {
                     assert!(matches!(m.embed, Embedding::Packed(_)), "{quant:?}");
                 }
@@ -294,16 +293,33 @@ mod tests {
         assert!(err.to_string().contains("already stored as q8_0"), "{err}");
     }
 
-    /// Rows that do not hold whole blocks of the format get a clear error, not a panic.
+    /// A matrix whose rows are not whole blocks (here only `ffn_down`, 80 wide) is a clear
+    /// error before anything changes, not a panic or a half-quantized model.
     #[test]
     fn rows_that_do_not_fit_the_blocks_are_an_error() {
         let mut c = config(false);
-        c.hidden_size = 48;
-        c.intermediate_size = 96;
-        c.num_heads = 2;
-        c.num_kv_heads = 1;
+        c.intermediate_size = 80;
         let mut m = random_model(c, None, 1).unwrap();
         let err = m.quantize_weights(GgufQuant::Q8_0, true).unwrap_err();
-        assert!(err.to_string().contains("cannot be stored"), "{err}");
+        assert!(err.to_string().contains("rows of 80 values"), "{err}");
+        for l in &m.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down] {
+                assert!(matches!(w, Linear::Dense(_)), "{}", w.format());
+            }
+        }
+        assert!(matches!(m.embed, Embedding::Dense(_)));
+        assert_eq!(m.info.weight_format, "f32");
+    }
+
+    /// Bound for a device (no CPU rewrite), the blocks stay candle's in the chosen format.
+    #[test]
+    fn without_rewrites_the_blocks_stay_in_their_format() {
+        let mut m = random_model(config(true), None, 4).unwrap();
+        m.quantize_weights(GgufQuant::Q4K, false).unwrap();
+        assert!(
+            matches!(&m.layers[0].up, Linear::Quantized { weight, .. } if weight.dtype() == GgmlDType::Q4K)
+        );
+        assert!(matches!(&m.embed, Embedding::Quantized(q) if q.dtype() == GgmlDType::Q6K));
+        assert_eq!(m.info.weight_format, "q4k");
     }
 }

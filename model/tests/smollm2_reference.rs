@@ -133,7 +133,7 @@ fn assert_near_candle_quantized(
 /// the activation-rounding drift of the test above.
 #[test]
 fn rewritten_formats_equal_candle_quantized_llama_on_the_same_file() {
-    use epas_model::load::{export_gguf, GgufQuant};
+    use epas_model::load::{export_gguf, GgufQuant, QuantScheme};
     let (model, tok) = smollm2();
     let dir = tempfile::tempdir().unwrap();
     for (quant, weights) in [
@@ -146,7 +146,8 @@ fn rewritten_formats_equal_candle_quantized_llama_on_the_same_file() {
         (GgufQuant::Q6K, "q8_0"),
     ] {
         let path = dir.path().join(format!("{weights}-{quant:?}.gguf"));
-        export_gguf(model, tok, quant, &path).unwrap();
+        // Pure: the tied table (LM head and lookups) in the format too.
+        export_gguf(model, tok, QuantScheme { quant, pure: true }, &path).unwrap();
         let (ours, _) = epas_model::load_model(&path, &Device::Cpu).unwrap();
         assert_eq!(ours.info.weight_format, weights);
         let down = ours.layers[0].down.format();

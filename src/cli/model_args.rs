@@ -29,7 +29,8 @@ pub struct ModelArgs {
     pub kv_cache_dtype: KvDtype,
     /// Store a checkpoint's f32/f16/bf16 matrices as GGUF blocks at load: `q8_0`, `q6_k`,
     /// `q5_k`, `q5_1`, `q5_0`, `q4_k`, `q4_1` or `q4_0` (an HF folder then runs on the quantized
-    /// kernels, as the same GGUF file would). Already-quantized files are refused.
+    /// kernels, as the same GGUF file would). A model with no float matrix is refused. On a GPU
+    /// this saves memory only with `--device-weights quantized`.
     #[arg(long, env = "EPAS_QUANTIZE", value_name = "FORMAT")]
     pub quantize: Option<GgufQuant>,
     #[command(flatten)]
