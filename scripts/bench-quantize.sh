@@ -3,7 +3,7 @@
 # exported as an F16 GGUF (dense matrices, loaded like an HF folder's), then `epas bench`
 # (prefill PROMPT / decode GEN tokens, ratio 0) for the dense weights and each FORMATS choice,
 # alternating rounds, median; `epas eval` perplexity on the first 8192 tokens of
-# data/sotu-eval.txt; weight MB and quantization seconds from the load log.
+# data/sotu-eval.txt; weight MB, load seconds and peak resident MB from the load log.
 # Usage: scripts/bench-quantize.sh [ROUNDS] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,17 +53,17 @@ for c in configs:
     p = m(json.load(open(f"{d}/{c}-{r}.json"))[0]["prefill_tokens_per_second"] for r in range(1, rounds + 1))
     g = m(json.load(open(f"{d}/{c}-{r}.json"))[0]["decode_tokens_per_second"] for r in range(1, rounds + 1))
     log = f"{d}/{c}-1.log"
-    rows[c] = (p, g, log_field(log, "model loaded", "weight_mb"), log_field(log, "quantized at load", "seconds"),
-               json.load(open(f"{d}/{c}-eval.json"))[0]["perplexity"])
+    rows[c] = (p, g, log_field(log, "model loaded", "weight_mb"), log_field(log, "model loaded", "seconds"),
+               log_field(log, "model loaded", "peak_rss_mb"), json.load(open(f"{d}/{c}-eval.json"))[0]["perplexity"])
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"SmolLM2-135M as an F16 GGUF (dense), {threads} threads, {cpu}; median of {rounds} alternating rounds;")
 print("perplexity: first 8192 tokens of data/sotu-eval.txt, ratio 0.")
 print()
-print(f"| weights | prefill {prompt} tok/s | decode {gen} tok/s | vs dense (prefill / decode) | weight MB | quantize s | perplexity |")
-print("|---|---|---|---|---|---|---|")
+print(f"| weights | prefill {prompt} tok/s | decode {gen} tok/s | vs dense (prefill / decode) | weight MB | load s | peak RSS MB | perplexity |")
+print("|---|---|---|---|---|---|---|---|")
 bp, bg = rows["dense"][0], rows["dense"][1]
 for c in configs:
-    p, g, mb, s, ppl = rows[c]
+    p, g, mb, s, peak, ppl = rows[c]
     name = "dense (f16 file, f32 in memory)" if c == "dense" else f"`--quantize {c}`"
-    print(f"| {name} | {p:.1f} | {g:.1f} | {p / bp:.2f}x / {g / bg:.2f}x | {mb} | {'-' if s is None else f'{s:.2f}'} | {ppl:.3f} |")
+    print(f"| {name} | {p:.1f} | {g:.1f} | {p / bp:.2f}x / {g / bg:.2f}x | {mb} | {s:.2f} | {peak} | {ppl:.3f} |")
 PY

@@ -5,12 +5,96 @@
 use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::linear::{Embedding, Linear};
 use crate::load::{quantize, GgufQuant, QuantScheme};
 use crate::model::EpasLlama;
+
+/// A float matrix's place in the model: the layers take the scheme's format, the LM head and a
+/// table tied to it [`QuantScheme::head`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Layer,
+    Head,
+}
+
+/// What load-time quantization does to each float matrix as a loader reads it, so a checkpoint
+/// is never held in f32 whole: quantized by the scheme (blocks rewritten for the CPU kernels
+/// when `rewrite`), or kept dense without one. Counts the matrices it quantized.
+#[derive(Debug)]
+pub(crate) struct FloatMatrices {
+    scheme: Option<QuantScheme>,
+    rewrite: bool,
+    quantized: usize,
+}
+
+impl FloatMatrices {
+    pub fn new(scheme: Option<QuantScheme>, rewrite: bool) -> Result<Self> {
+        if let Some(s) = scheme {
+            if matches!(s.quant, GgufQuant::F32 | GgufQuant::F16) {
+                return Err(ModelError::NotABlockFormat(s.quant.name().into()));
+            }
+        }
+        Ok(Self {
+            scheme,
+            rewrite,
+            quantized: 0,
+        })
+    }
+
+    pub fn quantizes(&self) -> bool {
+        self.scheme.is_some()
+    }
+
+    pub fn rewrite(&self) -> bool {
+        self.rewrite
+    }
+
+    fn quant(scheme: QuantScheme, role: Role) -> GgufQuant {
+        match role {
+            Role::Layer => scheme.quant,
+            Role::Head => scheme.head(),
+        }
+    }
+
+    /// A float matrix (any float dtype) as a linear layer.
+    pub fn linear(&mut self, w: &Tensor, role: Role, name: &str) -> Result<Linear> {
+        match self.scheme {
+            None => Linear::dense(w.clone()),
+            Some(s) => {
+                let q = quantize(&w.to_dtype(DType::F32)?, Self::quant(s, role), name)?;
+                self.quantized += 1;
+                Linear::quantized_with(q, self.rewrite)
+            }
+        }
+    }
+
+    /// A float embedding table; `tied`: it is the LM head too.
+    pub fn table(&mut self, w: &Tensor, tied: bool) -> Result<Embedding> {
+        match self.scheme {
+            None => Ok(Embedding::Dense(w.to_dtype(DType::F32)?)),
+            Some(s) => {
+                let role = if tied { Role::Head } else { Role::Layer };
+                let table = w.to_dtype(DType::F32)?;
+                let q = quantize(&table, Self::quant(s, role), "token_embd.weight")?;
+                self.quantized += 1;
+                Ok(Embedding::Quantized(Arc::new(q)))
+            }
+        }
+    }
+
+    /// After loading: quantization asked for a model with no float matrix is an error.
+    pub fn finish(&self, format: &str) -> Result<usize> {
+        if self.scheme.is_some() && self.quantized == 0 {
+            return Err(ModelError::AlreadyQuantized {
+                format: format.into(),
+            });
+        }
+        Ok(self.quantized)
+    }
+}
 
 impl EpasLlama {
     /// Stores every float matrix (the layers' projections, the LM head and the embedding table)
@@ -25,17 +109,13 @@ impl EpasLlama {
         rewrite: bool,
     ) -> Result<usize> {
         let scheme = scheme.into();
-        let quant = scheme.quant;
-        if matches!(quant, GgufQuant::F32 | GgufQuant::F16) {
-            return Err(ModelError::NotABlockFormat(quant.name().into()));
-        }
+        let mut floats = FloatMatrices::new(Some(scheme), rewrite)?;
         if self.tensor_dtype().is_some() {
             return Err(ModelError::Config(
                 "quantize the weights before placing the model on a device".into(),
             ));
         }
         self.check_blocks_fit(scheme)?;
-        let mut changed = 0;
         for (i, layer) in self.layers.iter_mut().enumerate() {
             for (name, l) in [
                 ("attn_q", &mut layer.wq),
@@ -47,18 +127,13 @@ impl EpasLlama {
                 ("ffn_down", &mut layer.down),
             ] {
                 if let Some(w) = float_values(l)? {
-                    let q = quantize(&w, quant, &format!("blk.{i}.{name}.weight"))?;
-                    *l = Linear::quantized_with(q, rewrite)?;
-                    changed += 1;
+                    *l = floats.linear(&w, Role::Layer, &format!("blk.{i}.{name}.weight"))?;
                 }
             }
         }
         let tied = self.config().tie_word_embeddings;
         if let Some(table) = float_table(&self.embed)? {
-            let table_quant = if tied { scheme.head() } else { quant };
-            let q = quantize(&table, table_quant, "token_embd.weight")?;
-            let q = Embedding::Quantized(Arc::new(q));
-            changed += 1;
+            let q = floats.table(&table, tied)?;
             if tied {
                 // One table serves the lookups and the LM head, as in a GGUF file.
                 (self.embed, self.lm_head) = q.tied(rewrite)?;
@@ -67,15 +142,9 @@ impl EpasLlama {
             }
         }
         if let Some(w) = float_values(&self.lm_head)? {
-            let q = quantize(&w, scheme.head(), "output.weight")?;
-            self.lm_head = Linear::quantized_with(q, rewrite)?;
-            changed += 1;
+            self.lm_head = floats.linear(&w, Role::Head, "output.weight")?;
         }
-        if changed == 0 {
-            return Err(ModelError::AlreadyQuantized {
-                format: self.info.weight_format.clone(),
-            });
-        }
+        let changed = floats.finish(&self.info.weight_format)?;
         self.info.weight_format = self.layers[0].wv.format();
         Ok(changed)
     }

@@ -58,29 +58,32 @@ impl ModelArgs {
         let started = std::time::Instant::now();
         // A device takes GGUF blocks as they are; the rewrites are for the CPU kernels.
         let rewrite = matches!(self.device.device, super::device::DeviceSpec::Cpu);
-        let loaded = if self.model.as_path() == std::path::Path::new(BUILTIN_NAME) {
-            epas_model::builtin::load_builtin(&device).context("loading the built-in model")?
+        let quantize_context = || match self.quantize {
+            Some(q) => format!(" (--quantize {})", q.name()),
+            None => String::new(),
+        };
+        let mut loaded = if self.model.as_path() == std::path::Path::new(BUILTIN_NAME) {
+            let mut builtin =
+                epas_model::builtin::load_builtin(&device).context("loading the built-in model")?;
+            if let Some(quant) = self.quantize {
+                // Refused: the built-in weights are Q8_0 already.
+                builtin
+                    .0
+                    .quantize_weights(quant, rewrite)
+                    .with_context(|| format!("the built-in model{}", quantize_context()))?;
+            }
+            builtin
         } else {
+            // Float matrices are quantized one by one as they are read: the checkpoint is never
+            // held whole in f32.
             let options = epas_model::load::LoadOptions {
                 rewrite_formats: rewrite,
+                quantize: self.quantize.map(Into::into),
             };
-            epas_model::load::load_model_with(&self.model, &device, &options)
-                .with_context(|| format!("loading {}", self.model.display()))?
+            epas_model::load::load_model_with(&self.model, &device, &options).with_context(
+                || format!("loading {}{}", self.model.display(), quantize_context()),
+            )?
         };
-        let mut loaded = loaded;
-        if let Some(quant) = self.quantize {
-            let started = std::time::Instant::now();
-            let matrices = loaded
-                .0
-                .quantize_weights(quant, rewrite)
-                .with_context(|| format!("--quantize {}", quant.name()))?;
-            tracing::info!(
-                format = quant.name(),
-                matrices,
-                seconds = started.elapsed().as_secs_f32(),
-                "quantized at load"
-            );
-        }
         loaded.0.set_kv_dtype(self.kv_cache_dtype);
         let c = loaded.0.config();
         tracing::info!(
@@ -89,10 +92,20 @@ impl ModelArgs {
             hidden = c.hidden_size,
             weights = %loaded.0.info.weight_format,
             weight_mb = (loaded.0.weight_bytes() as f64 / 1e6).round(),
+            quantized_at_load = self.quantize.map_or("no", |q| q.name()),
+            peak_rss_mb = peak_rss_mb().unwrap_or(0.0).round(),
             epas = loaded.0.info.epas.is_some(),
             seconds = started.elapsed().as_secs_f32(),
             "model loaded"
         );
         Ok(loaded)
     }
+}
+
+/// The process's peak resident memory so far (Linux `VmHWM`), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0 / 1e6)
 }

@@ -15,6 +15,7 @@ use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
 use crate::error::{ModelError, Result};
 use crate::linear::{Embedding, Linear};
 use crate::model::{DecoderLayer, EpasLlama};
+use crate::quantize::{FloatMatrices, Role};
 use crate::rope::gguf_to_hf_row_order;
 use crate::tokenizer::TextTokenizer;
 
@@ -25,7 +26,7 @@ struct GgufReader<'a, R> {
     content: Content,
     reader: R,
     device: &'a Device,
-    rewrite_formats: bool,
+    floats: FloatMatrices,
 }
 
 impl<R: std::io::Read + std::io::Seek> GgufReader<'_, R> {
@@ -58,23 +59,38 @@ impl<R: std::io::Read + std::io::Seek> GgufReader<'_, R> {
             .map_err(|e| self.format_error(format!("tensor {name}: {e}")))
     }
 
-    fn linear(&mut self, name: &str, expected: &[usize]) -> Result<Linear> {
+    fn linear(&mut self, name: &str, expected: &[usize], role: Role) -> Result<Linear> {
         let q = self.tensor(name, expected)?;
-        as_linear(q, self.rewrite_formats)
+        self.as_linear(q, role, name)
+    }
+
+    fn as_linear(&mut self, q: QTensor, role: Role, name: &str) -> Result<Linear> {
+        match q.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                self.floats.linear(&q.dequantize(&q.device())?, role, name)
+            }
+            _ => Linear::quantized_with(q, self.rewrite()),
+        }
+    }
+
+    /// The embedding table; a float one is quantized like the LM head when `tied`.
+    fn table(&mut self, name: &str, expected: &[usize], tied: bool) -> Result<Embedding> {
+        let q = self.tensor(name, expected)?;
+        match q.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 if self.floats.quantizes() => {
+                self.floats.table(&q.dequantize(&q.device())?, tied)
+            }
+            _ => Ok(Embedding::Quantized(std::sync::Arc::new(q))),
+        }
+    }
+
+    fn rewrite(&self) -> bool {
+        self.floats.rewrite()
     }
 
     fn vector(&mut self, name: &str, len: usize) -> Result<candle_core::Tensor> {
         let q = self.tensor(name, &[len])?;
         Ok(q.dequantize(self.device)?)
-    }
-}
-
-fn as_linear(q: QTensor, rewrite_formats: bool) -> Result<Linear> {
-    match q.dtype() {
-        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
-            Linear::dense(q.dequantize(&q.device())?)
-        }
-        _ => Linear::quantized_with(q, rewrite_formats),
     }
 }
 
@@ -226,7 +242,7 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
         content,
         reader,
         device,
-        rewrite_formats: options.rewrite_formats,
+        floats: FloatMatrices::new(options.quantize, options.rewrite_formats)?,
     };
     let (d, kv, ffn, hd) = (
         config.hidden_size,
@@ -234,38 +250,38 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
         config.intermediate_size,
         config.head_dim(),
     );
-    let embed = Embedding::Quantized(std::sync::Arc::new(
-        r.tensor("token_embd.weight", &[config.vocab_size, d])?,
-    ));
+    let tied = config.tie_word_embeddings;
+    let embed = r.table("token_embd.weight", &[config.vocab_size, d], tied)?;
     let q_order = gguf_to_hf_row_order(config.num_heads, hd);
     let k_order = gguf_to_hf_row_order(config.num_kv_heads, hd);
     let mut layers = Vec::with_capacity(config.num_layers);
     for i in 0..config.num_layers {
         let p = format!("blk.{i}");
-        let wq = permute_rows(&r.tensor(&format!("{p}.attn_q.weight"), &[d, d])?, &q_order)?;
-        let wk = permute_rows(
-            &r.tensor(&format!("{p}.attn_k.weight"), &[kv, d])?,
-            &k_order,
-        )?;
+        let (q_name, k_name) = (format!("{p}.attn_q.weight"), format!("{p}.attn_k.weight"));
+        let wq = permute_rows(&r.tensor(&q_name, &[d, d])?, &q_order)?;
+        let wk = permute_rows(&r.tensor(&k_name, &[kv, d])?, &k_order)?;
+        let layer = Role::Layer;
         layers.push(DecoderLayer {
             attn_norm: r.vector(&format!("{p}.attn_norm.weight"), d)?,
-            wq: as_linear(wq, options.rewrite_formats)?,
-            wk: as_linear(wk, options.rewrite_formats)?,
-            wv: r.linear(&format!("{p}.attn_v.weight"), &[kv, d])?,
-            wo: r.linear(&format!("{p}.attn_output.weight"), &[d, d])?,
+            wq: r.as_linear(wq, layer, &q_name)?,
+            wk: r.as_linear(wk, layer, &k_name)?,
+            wv: r.linear(&format!("{p}.attn_v.weight"), &[kv, d], layer)?,
+            wo: r.linear(&format!("{p}.attn_output.weight"), &[d, d], layer)?,
             mlp_norm: r.vector(&format!("{p}.ffn_norm.weight"), d)?,
-            gate: r.linear(&format!("{p}.ffn_gate.weight"), &[ffn, d])?,
-            up: r.linear(&format!("{p}.ffn_up.weight"), &[ffn, d])?,
-            down: r.linear(&format!("{p}.ffn_down.weight"), &[d, ffn])?,
+            gate: r.linear(&format!("{p}.ffn_gate.weight"), &[ffn, d], layer)?,
+            up: r.linear(&format!("{p}.ffn_up.weight"), &[ffn, d], layer)?,
+            down: r.linear(&format!("{p}.ffn_down.weight"), &[d, ffn], layer)?,
         });
     }
     let norm = r.vector("output_norm.weight", d)?;
-    let (embed, lm_head) = if config.tie_word_embeddings {
-        embed.tied(options.rewrite_formats)?
+    let (embed, lm_head) = if tied {
+        embed.tied(r.rewrite())?
     } else {
-        (embed, r.linear("output.weight", &[config.vocab_size, d])?)
+        let head = r.linear("output.weight", &[config.vocab_size, d], Role::Head)?;
+        (embed, head)
     };
     let weight_format = layers[0].wv.format();
+    r.floats.finish(&weight_format)?;
     let info = ModelInfo {
         name,
         config,

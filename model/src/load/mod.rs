@@ -32,12 +32,16 @@ pub struct LoadOptions {
     /// this crate's CPU kernels (the default); off for a model bound for a device, which takes
     /// the file's blocks as they are.
     pub rewrite_formats: bool,
+    /// Quantize float (f32/f16/bf16) matrices as they are read (`--quantize`), so the float
+    /// checkpoint is never held whole; a model with no float matrix is then an error.
+    pub quantize: Option<QuantScheme>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             rewrite_formats: true,
+            quantize: None,
         }
     }
 }
@@ -53,7 +57,7 @@ pub fn load_model_with(
         source,
     })?;
     if meta.is_dir() {
-        load_safetensors(path, device)
+        safetensors::load_safetensors_with(path, device, options)
     } else {
         load_gguf_with(path, device, options)
     }

@@ -1,17 +1,19 @@
 //! Loads an HF LLaMA folder: `config.json` (optionally with an `"epas"` object), one or more
 //! `*.safetensors` files and `tokenizer.json` (chat template from `tokenizer_config.json`).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
+use super::LoadOptions;
 use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
 use crate::error::{ModelError, Result};
-use crate::linear::{Embedding, Linear};
+use crate::linear::Linear;
 use crate::model::{DecoderLayer, EpasLlama};
+use crate::quantize::{FloatMatrices, Role};
 use crate::tokenizer::TextTokenizer;
 
 #[derive(Debug, Deserialize)]
@@ -156,20 +158,32 @@ fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The folder's tensors, memory-mapped and read one at a time, so a checkpoint is converted (or
+/// quantized) matrix by matrix rather than held whole in f32.
 struct Weights<'a> {
     dir: &'a Path,
-    tensors: HashMap<String, Tensor>,
+    files: MmapedSafetensors,
+    device: &'a Device,
+    floats: FloatMatrices,
 }
 
 impl Weights<'_> {
-    fn take(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
-        let t = self
-            .tensors
-            .remove(name)
-            .ok_or_else(|| ModelError::Missing {
+    fn contains(&self, name: &str) -> bool {
+        self.files.get(name).is_ok()
+    }
+
+    /// The tensor in its file dtype.
+    fn read(&self, name: &str, expected: &[usize]) -> Result<Tensor> {
+        if !self.contains(name) {
+            return Err(ModelError::Missing {
                 path: self.dir.to_path_buf(),
                 what: format!("tensor {name}"),
-            })?;
+            });
+        }
+        let t = self
+            .files
+            .load(name, self.device)
+            .map_err(|e| format_error(self.dir, "safetensors", format!("tensor {name}: {e}")))?;
         if t.dims() != expected {
             return Err(ModelError::ShapeMismatch {
                 name: name.into(),
@@ -177,11 +191,16 @@ impl Weights<'_> {
                 actual: t.dims().to_vec(),
             });
         }
-        Ok(t.to_dtype(candle_core::DType::F32)?)
+        Ok(t)
     }
 
-    fn linear(&mut self, name: &str, expected: &[usize]) -> Result<Linear> {
-        Linear::dense(self.take(name, expected)?)
+    fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
+        Ok(self.read(name, &[len])?.to_dtype(candle_core::DType::F32)?)
+    }
+
+    fn linear(&mut self, name: &str, expected: &[usize], role: Role) -> Result<Linear> {
+        let t = self.read(name, expected)?;
+        self.floats.linear(&t, role, name)
     }
 }
 
@@ -215,47 +234,69 @@ pub fn read_tokenizer(dir: &Path, bos: Option<u32>, eos: Vec<u32>) -> Result<Tex
 
 /// Loads an HF LLaMA folder onto `device`; float weights are kept as f32.
 pub fn load_safetensors(dir: &Path, device: &Device) -> Result<(EpasLlama, TextTokenizer)> {
+    load_safetensors_with(dir, device, &LoadOptions::default())
+}
+
+/// [`load_safetensors`], quantizing the matrices as they are read when `options` asks.
+pub(crate) fn load_safetensors_with(
+    dir: &Path,
+    device: &Device,
+    options: &LoadOptions,
+) -> Result<(EpasLlama, TextTokenizer)> {
     let HfModelConfig {
         config,
         epas,
         bos,
         eos,
     } = read_config(dir)?;
-    let mut tensors = HashMap::new();
-    for file in safetensor_files(dir)? {
-        let loaded = candle_core::safetensors::load(&file, device)
-            .map_err(|e| format_error(&file, "safetensors", e))?;
-        tensors.extend(loaded);
-    }
-    let mut w = Weights { dir, tensors };
+    let files = safetensor_files(dir)?;
+    // SAFETY: the files are mapped read-only for the duration of the load; every tensor is
+    // copied out before the map is dropped. Changing a file while it loads is undefined, as for
+    // every mmap-based loader.
+    let mapped = unsafe { MmapedSafetensors::multi(&files) }
+        .map_err(|e| format_error(dir, "safetensors", e))?;
+    let mut w = Weights {
+        dir,
+        files: mapped,
+        device,
+        floats: FloatMatrices::new(options.quantize, options.rewrite_formats)?,
+    };
     let (d, kv, ffn, v) = (
         config.hidden_size,
         config.kv_dim(),
         config.intermediate_size,
         config.vocab_size,
     );
-    let embed = Embedding::Dense(w.take("model.embed_tokens.weight", &[v, d])?);
+    let separate_head = !config.tie_word_embeddings && w.contains("lm_head.weight");
+    let table = w.read("model.embed_tokens.weight", &[v, d])?;
+    let embed = w.floats.table(&table, !separate_head)?;
+    drop(table);
     let mut layers = Vec::with_capacity(config.num_layers);
+    let layer = Role::Layer;
     for i in 0..config.num_layers {
         let p = format!("model.layers.{i}");
         layers.push(DecoderLayer {
-            attn_norm: w.take(&format!("{p}.input_layernorm.weight"), &[d])?,
-            wq: w.linear(&format!("{p}.self_attn.q_proj.weight"), &[d, d])?,
-            wk: w.linear(&format!("{p}.self_attn.k_proj.weight"), &[kv, d])?,
-            wv: w.linear(&format!("{p}.self_attn.v_proj.weight"), &[kv, d])?,
-            wo: w.linear(&format!("{p}.self_attn.o_proj.weight"), &[d, d])?,
-            mlp_norm: w.take(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
-            gate: w.linear(&format!("{p}.mlp.gate_proj.weight"), &[ffn, d])?,
-            up: w.linear(&format!("{p}.mlp.up_proj.weight"), &[ffn, d])?,
-            down: w.linear(&format!("{p}.mlp.down_proj.weight"), &[d, ffn])?,
+            attn_norm: w.vector(&format!("{p}.input_layernorm.weight"), d)?,
+            wq: w.linear(&format!("{p}.self_attn.q_proj.weight"), &[d, d], layer)?,
+            wk: w.linear(&format!("{p}.self_attn.k_proj.weight"), &[kv, d], layer)?,
+            wv: w.linear(&format!("{p}.self_attn.v_proj.weight"), &[kv, d], layer)?,
+            wo: w.linear(&format!("{p}.self_attn.o_proj.weight"), &[d, d], layer)?,
+            mlp_norm: w.vector(&format!("{p}.post_attention_layernorm.weight"), d)?,
+            gate: w.linear(&format!("{p}.mlp.gate_proj.weight"), &[ffn, d], layer)?,
+            up: w.linear(&format!("{p}.mlp.up_proj.weight"), &[ffn, d], layer)?,
+            down: w.linear(&format!("{p}.mlp.down_proj.weight"), &[d, ffn], layer)?,
         });
     }
-    let norm = w.take("model.norm.weight", &[d])?;
-    let lm_head = if config.tie_word_embeddings || !w.tensors.contains_key("lm_head.weight") {
-        embed.as_linear()?
+    let norm = w.vector("model.norm.weight", d)?;
+    let (embed, lm_head) = if separate_head {
+        let head = w.linear("lm_head.weight", &[v, d], Role::Head)?;
+        (embed, head)
     } else {
-        w.linear("lm_head.weight", &[v, d])?
+        // No head of its own: the table is the head (one table, as in a GGUF file).
+        embed.tied(options.rewrite_formats)?
     };
+    let weight_format = layers[0].wv.format();
+    w.floats.finish(&weight_format)?;
     let tokenizer = read_tokenizer(dir, bos, eos)?;
     let name = dir
         .file_name()
@@ -265,7 +306,7 @@ pub fn load_safetensors(dir: &Path, device: &Device) -> Result<(EpasLlama, TextT
         name,
         config,
         epas,
-        weight_format: "f32".into(),
+        weight_format,
     };
     let model = EpasLlama::new(info, embed, layers, norm, lm_head)?;
     Ok((model, tokenizer))
