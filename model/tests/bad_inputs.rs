@@ -120,6 +120,57 @@ fn broken_safetensors_folders_are_refused() {
     assert!(matches!(load_err(&path), ModelError::Missing { .. }));
 }
 
+/// HF checkpoints are usually bf16 and sharded: such a folder loads (each tensor read from its
+/// shard through the memory map) and scores like the f32 folder it came from.
+#[test]
+fn a_sharded_bf16_folder_loads_like_its_f32_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = random_model(tiny_config(), None, 3).unwrap();
+    let path = saved_tiny(dir.path());
+    let weights = path.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for (i, shard) in names.chunks(names.len() / 2 + 1).enumerate() {
+        let part: std::collections::HashMap<String, Tensor> = shard
+            .iter()
+            .map(|&n| {
+                (
+                    n.clone(),
+                    tensors[n].to_dtype(candle_core::DType::BF16).unwrap(),
+                )
+            })
+            .collect();
+        let file = path.join(format!("model-0000{}-of-00002.safetensors", i + 1));
+        candle_core::safetensors::save(&part, file).unwrap();
+    }
+    std::fs::remove_file(&weights).unwrap();
+
+    let (loaded, _) = load_model(&path, &Device::Cpu).unwrap();
+    assert_eq!(loaded.info.weight_format, "f32");
+    let ids = [1u32, 500, 49000, 7, 7, 7];
+    let plan = SharingPlan::new(4, 0.5).unwrap();
+    let a = model.forward_sequence(&ids, plan).unwrap();
+    let b = loaded.forward_sequence(&ids, plan).unwrap();
+    let scale = a
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    // bf16 keeps 8 bits of mantissa: logits move by a few tenths of a percent, not more.
+    assert!(diff > 0.0 && diff < 0.02 * scale, "{diff} of {scale}");
+}
+
 #[test]
 fn broken_gguf_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
