@@ -47,7 +47,7 @@ pub fn tiny() -> (Arc<EpasLlama>, Arc<TextTokenizer>) {
 
 pub fn engine(model: &(Arc<EpasLlama>, Arc<TextTokenizer>), config: EngineConfig) -> EngineHandle {
     EngineHandle::start(
-        model.0.clone(),
+        model.0.clone() as Arc<dyn epas_server::engine::StepModel>,
         model.1.clone(),
         config,
         Arc::new(NoObserver),
@@ -76,6 +76,14 @@ pub fn request(
             ..Default::default()
         },
     }
+}
+
+/// Validates and submits `req`; both must succeed.
+pub fn submit(
+    e: &EngineHandle,
+    req: GenerationRequest,
+) -> tokio::sync::mpsc::UnboundedReceiver<EngineEvent> {
+    e.submit(e.validate(req).unwrap()).unwrap()
 }
 
 /// Everything one request produced.
@@ -134,14 +142,13 @@ pub fn alone(model: &(Arc<EpasLlama>, Arc<TextTokenizer>), req: GenerationReques
             ..Default::default()
         },
     );
-    collect(e.submit(req).unwrap(), n)
+    collect(submit(&e, req), n)
 }
 
 /// Waits until the engine has no running or waiting work.
 pub fn wait_idle(e: &EngineHandle) {
     for _ in 0..2000 {
-        let s = e.snapshot();
-        if s.running == 0 && s.waiting == 0 {
+        if e.state().idle() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));

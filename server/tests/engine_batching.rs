@@ -27,7 +27,7 @@ fn mixed_requests(layers: usize, n: usize, max_tokens: usize) -> Vec<GenerationR
 fn concurrently(e: &epas_server::engine::EngineHandle, reqs: &[GenerationRequest]) -> Vec<Outcome> {
     let rxs: Vec<_> = reqs
         .iter()
-        .map(|r| (e.submit(r.clone()).unwrap(), r.params.n))
+        .map(|r| (submit(e, r.clone()), r.params.n))
         .collect();
     let handles: Vec<_> = rxs
         .into_iter()
@@ -156,9 +156,9 @@ fn a_prompt_larger_than_the_pool_is_an_error_not_a_hang() {
             ..Default::default()
         },
     );
-    let out = collect(e.submit(request(prompt(100, 1), 8, 0.0, 4)).unwrap(), 1);
-    assert!(out.error.unwrap().contains("KV cache"));
-    wait_idle(&e);
+    let err = e.validate(request(prompt(100, 1), 8, 0.0, 4)).unwrap_err();
+    assert_eq!(err.param, "prompt");
+    assert!(err.message.contains("KV cache"), "{err}");
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn cancelling_half_frees_their_blocks_and_leaves_the_others_unchanged() {
     );
     let mut keep = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
-        let mut rx = e.submit(r.clone()).unwrap();
+        let mut rx = submit(&e, r.clone());
         if i % 2 == 0 {
             keep.push((i, std::thread::spawn(move || collect(rx, 1))));
         } else {
@@ -207,17 +207,17 @@ fn prefix_cache_hits_give_the_same_output_as_misses() {
     let e = engine(&model, EngineConfig::default());
     let shared = prompt(70, 5);
     let first = request(shared.clone(), 8, 0.5, 12);
-    let a = collect(e.submit(first.clone()).unwrap(), 1);
+    let a = collect(submit(&e, first.clone()), 1);
     let mut longer = shared.clone();
     longer.extend(prompt(9, 6));
     let second = request(longer, 8, 0.5, 12);
-    let b = collect(e.submit(second.clone()).unwrap(), 1);
+    let b = collect(submit(&e, second.clone()), 1);
     assert!(b.usage.unwrap().cached_tokens >= 64, "{:?}", b.usage);
     assert_eq!(b.tokens, alone(&model, second).tokens);
     assert_eq!(a.tokens, alone(&model, first.clone()).tokens);
     // The same prompt at another ratio does not hit.
     let other = request(shared, 8, 0.25, 4);
-    let c = collect(e.submit(other).unwrap(), 1);
+    let c = collect(submit(&e, other), 1);
     assert_eq!(c.usage.unwrap().cached_tokens, 0);
     let s = e.snapshot();
     assert_eq!((s.prefix_hits, s.prefix_misses), (1, 2));
@@ -255,7 +255,7 @@ fn stop_strings_stop_tokens_min_tokens_and_n() {
     let mut req = request(text_prompt, 30, 0.0, 3);
     req.params.sampling.logprobs = Some(2);
     let e = engine(&model, EngineConfig::default());
-    let mut rx = e.submit(req).unwrap();
+    let mut rx = submit(&e, req);
     let Some(epas_server::engine::EngineEvent::Token {
         logprobs: Some(lp),
         token,
@@ -281,7 +281,7 @@ fn a_full_queue_refuses_with_overloaded() {
     let mut held = Vec::new();
     let mut refused = 0;
     for i in 0..8 {
-        match e.submit(request(prompt(40, i), 8, 0.0, 200)) {
+        match e.submit(e.validate(request(prompt(40, i), 8, 0.0, 200)).unwrap()) {
             Ok(rx) => held.push(rx),
             Err(SubmitError::Overloaded { .. }) => refused += 1,
             Err(other) => panic!("{other}"),

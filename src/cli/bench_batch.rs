@@ -91,7 +91,8 @@ pub fn run(args: BenchBatchArgs) -> anyhow::Result<()> {
             let mut generated = 0;
             while submitted < total || in_flight > 0 {
                 while in_flight < c && submitted < total {
-                    let mut rx = engine.submit(make(submitted)).map_err(anyhow::Error::msg)?;
+                    let request = engine.validate(make(submitted))?;
+                    let mut rx = engine.submit(request)?;
                     let tx = done_tx.clone();
                     std::thread::spawn(move || {
                         let mut n = 0;

@@ -1,13 +1,18 @@
 //! Counters and gauges the engine thread publishes for handlers, metrics and tests.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 #[derive(Debug, Default)]
 pub struct EngineState {
     /// Sequences holding a KV cache.
     pub running: AtomicUsize,
-    /// Requests submitted and not yet admitted.
-    pub waiting: AtomicUsize,
+    /// Requests submitted that the engine thread has not taken yet.
+    pub(crate) submitted: AtomicUsize,
+    /// Requests the engine holds with a choice not admitted yet.
+    pub(crate) queued: AtomicUsize,
+    /// Requests the engine holds, running or not.
+    pub(crate) active: AtomicUsize,
     pub kv_blocks_total: AtomicUsize,
     /// Blocks held by running sequences.
     pub kv_blocks_used: AtomicUsize,
@@ -22,12 +27,15 @@ pub struct EngineState {
     pub draining: AtomicBool,
     /// Set when the engine thread has exited.
     pub stopped: AtomicBool,
+    /// Why the engine thread died, when it did not exit normally.
+    failure: OnceLock<String>,
 }
 
 /// A plain copy of [`EngineState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EngineSnapshot {
     pub running: usize,
+    /// Requests waiting for admission (the queue limit counts these).
     pub waiting: usize,
     pub kv_blocks_total: usize,
     pub kv_blocks_used: usize,
@@ -41,11 +49,11 @@ pub struct EngineSnapshot {
 
 impl EngineState {
     pub fn snapshot(&self) -> EngineSnapshot {
-        // `running` is read first: the engine stores it last (see `Worker::publish`).
+        // `running` is read first: the engine stores it last (see `EngineThread::publish`).
         let r = Ordering::SeqCst;
         EngineSnapshot {
             running: self.running.load(r),
-            waiting: self.waiting.load(r),
+            waiting: self.waiting(),
             kv_blocks_total: self.kv_blocks_total.load(r),
             kv_blocks_used: self.kv_blocks_used.load(r),
             kv_blocks_cached: self.kv_blocks_cached.load(r),
@@ -55,5 +63,30 @@ impl EngineState {
             cancellations: self.cancellations.load(r),
             steps: self.steps.load(r),
         }
+    }
+
+    /// Requests waiting for admission, including those not yet taken by the engine thread.
+    pub fn waiting(&self) -> usize {
+        self.submitted.load(Ordering::SeqCst) + self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Whether no request is left anywhere: submitted, queued or running. Requests are counted
+    /// by the engine before they stop counting as submitted, so this never reads true early.
+    pub fn idle(&self) -> bool {
+        self.submitted.load(Ordering::SeqCst) == 0 && self.active.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether the engine thread still runs.
+    pub fn alive(&self) -> bool {
+        !self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// The panic message of an engine thread that died.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    pub(crate) fn set_failure(&self, message: String) {
+        let _ = self.failure.set(message);
     }
 }

@@ -100,3 +100,10 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<crate::engine::InvalidRequest> for ApiError {
+    fn from(e: crate::engine::InvalidRequest) -> Self {
+        let code = e.code.unwrap_or("invalid_value");
+        Self::invalid(e.param, e.message).with_code(code)
+    }
+}

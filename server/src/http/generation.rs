@@ -13,11 +13,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::error::ApiError;
 use super::responses::{Endpoint, Envelope, LogprobsBuilder};
 use super::state::{AppState, Ready, ResolvedModel};
-use crate::engine::{EngineEvent, GenerationRequest, SubmitError, TokenLogprobs, Usage};
+use crate::engine::{EngineEvent, SubmitError, TokenLogprobs, Usage, ValidRequest};
 
 /// A request ready for the engine.
 pub struct Prepared {
-    pub request: GenerationRequest,
+    pub request: ValidRequest,
     pub resolved: ResolvedModel,
     pub stream: bool,
     pub include_usage: bool,
@@ -52,7 +52,6 @@ pub fn submit(
             SubmitError::Draining | SubmitError::Stopped => {
                 ("draining", ApiError::unavailable(e.to_string()))
             }
-            SubmitError::Invalid(m) => ("invalid", ApiError::bad_request(m.clone())),
         };
         state
             .metrics
@@ -110,12 +109,18 @@ async fn collect(
     prepared: Prepared,
     mut rx: UnboundedReceiver<EngineEvent>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let n = prepared.request.params.n;
+    let n = prepared.request.request().params.n;
     let tokenizer = state.ready()?.tokenizer.clone();
     let mut texts = vec![String::new(); n];
     let mut finish = vec!["length"; n];
     let mut logprobs = vec![LogprobsBuilder::default(); n];
-    let want_logprobs = prepared.request.params.sampling.logprobs.is_some();
+    let want_logprobs = prepared
+        .request
+        .request()
+        .params
+        .sampling
+        .logprobs
+        .is_some();
     let env = &prepared.envelope;
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -241,11 +246,17 @@ fn sse_stream(
     prepared: Prepared,
     rx: UnboundedReceiver<EngineEvent>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let n = prepared.request.params.n;
+    let n = prepared.request.request().params.n;
     let s = StreamState {
         state,
         rx,
-        want_logprobs: prepared.request.params.sampling.logprobs.is_some(),
+        want_logprobs: prepared
+            .request
+            .request()
+            .params
+            .sampling
+            .logprobs
+            .is_some(),
         envelope: prepared.envelope,
         include_usage: prepared.include_usage,
         started: vec![false; n],

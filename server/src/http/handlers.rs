@@ -36,31 +36,6 @@ fn finish(state: &AppState, result: Result<Response, ApiError>) -> Response {
     response
 }
 
-fn check_prompt(ready: &Ready, ids: &[u32]) -> Result<(), ApiError> {
-    if ids.is_empty() {
-        return Err(ApiError::invalid("prompt", "the prompt is empty"));
-    }
-    let vocab = ready.info.config.vocab_size;
-    if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
-        return Err(ApiError::invalid(
-            "prompt",
-            format!("token id {id} is outside the vocabulary of {vocab}"),
-        ));
-    }
-    if ids.len() >= ready.max_context {
-        return Err(ApiError::invalid(
-            "prompt",
-            format!(
-                "the prompt has {} tokens; the model's context is {}",
-                ids.len(),
-                ready.max_context
-            ),
-        )
-        .with_code("context_length_exceeded"));
-    }
-    Ok(())
-}
-
 async fn run(state: Arc<AppState>, prepared: Result<Prepared, ApiError>) -> Response {
     let result = async {
         let prepared = prepared?;
@@ -72,20 +47,23 @@ async fn run(state: Arc<AppState>, prepared: Result<Prepared, ApiError>) -> Resp
     finish(&state, result)
 }
 
+/// The validation step's last part: the engine's check of the prompt, `n` and the lengths.
 fn prepared(
     state: &AppState,
+    ready: &Ready,
     endpoint: Endpoint,
     common: &CommonParams,
     prompt: Vec<u32>,
     resolved: ResolvedModel,
     params: GenerationParams,
-) -> Prepared {
-    Prepared {
-        request: GenerationRequest {
-            prompt,
-            plan: resolved.plan,
-            params,
-        },
+) -> Result<Prepared, ApiError> {
+    let request = ready.engine.validate(GenerationRequest {
+        prompt,
+        plan: resolved.plan,
+        params,
+    })?;
+    Ok(Prepared {
+        request,
         stream: common.stream,
         include_usage: common
             .stream_options
@@ -93,7 +71,7 @@ fn prepared(
             .is_some_and(|o| o.include_usage),
         envelope: envelope(endpoint, &common.model, state, epas_object(&resolved)),
         resolved,
-    }
+    })
 }
 
 fn envelope(
@@ -163,7 +141,6 @@ fn prepare_completion(
         }
         Prompt::Tokens(ids) => ids.clone(),
     };
-    check_prompt(ready, &ids)?;
     let logprobs = match req.logprobs {
         None => None,
         Some(l) if l >= 0 => Some(l as usize),
@@ -175,22 +152,22 @@ fn prepare_completion(
         }
     };
     let limits = Limits {
-        prompt_len: ids.len(),
-        max_context: ready.max_context,
+        room: ready.engine.limits().room(&resolved.plan, ids.len()),
         vocab: ready.info.config.vocab_size,
         max_tokens: common.max_tokens,
         default_max_tokens: 16,
         logprobs,
     };
     let params = generation_params(&common, &state.config, limits)?;
-    Ok(prepared(
+    prepared(
         state,
+        ready,
         Endpoint::Completion,
         &common,
         ids,
         resolved,
         params,
-    ))
+    )
 }
 
 pub async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -285,7 +262,6 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
         .tokenizer
         .encode(&text)
         .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    check_prompt(ready, &ids)?;
     let logprobs = match (req.logprobs, req.top_logprobs) {
         (false, Some(_)) => {
             return Err(ApiError::invalid(
@@ -313,20 +289,12 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
         (a, b) => a.or(b),
     };
     let limits = Limits {
-        prompt_len: ids.len(),
-        max_context: ready.max_context,
+        room: ready.engine.limits().room(&resolved.plan, ids.len()),
         vocab: ready.info.config.vocab_size,
         max_tokens,
         default_max_tokens: 1024,
         logprobs,
     };
     let params = generation_params(&common, &state.config, limits)?;
-    Ok(prepared(
-        state,
-        Endpoint::Chat,
-        &common,
-        ids,
-        resolved,
-        params,
-    ))
+    prepared(state, ready, Endpoint::Chat, &common, ids, resolved, params)
 }

@@ -19,53 +19,39 @@ fn check_range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<(), ApiE
 
 /// What the endpoint knows besides the common fields.
 pub struct Limits {
-    pub prompt_len: usize,
-    pub max_context: usize,
+    /// Output tokens the prompt leaves room for (the engine's [`crate::engine::RequestLimits::room`]).
+    pub room: usize,
     pub vocab: usize,
     pub max_tokens: Option<i64>,
-    /// Applies when the request gives no `max_tokens`.
+    /// Applies when the request gives no `max_tokens` (clipped to `room`).
     pub default_max_tokens: usize,
     /// Alternatives asked for per token, if log-probabilities are wanted.
     pub logprobs: Option<usize>,
 }
 
-/// Engine parameters for a validated request.
+/// Engine parameters for a request's sampling fields. The prompt, `n` and the length limits are
+/// the engine's validation step's ([`crate::engine::EngineHandle::validate`]).
 pub fn generation_params(
     c: &CommonParams,
     config: &HttpConfig,
     limits: Limits,
 ) -> Result<GenerationParams, ApiError> {
     let Limits {
-        prompt_len,
-        max_context,
+        room,
         vocab,
         max_tokens,
         default_max_tokens,
         logprobs,
     } = limits;
-    let room = max_context.saturating_sub(prompt_len);
-    if room == 0 {
-        return Err(ApiError::invalid(
-            "prompt",
-            format!("the prompt has {prompt_len} tokens; the context is {max_context}"),
-        )
-        .with_code("context_length_exceeded"));
-    }
     let max_tokens = match max_tokens {
         None => default_max_tokens.min(room),
         Some(m) if m < 1 => {
-            return Err(ApiError::invalid("max_tokens", "max_tokens must be at least 1"))
-        }
-        Some(m) if m as u64 > room as u64 => {
             return Err(ApiError::invalid(
                 "max_tokens",
-                format!(
-                    "max_tokens {m} plus the prompt's {prompt_len} tokens exceed the context of {max_context}"
-                ),
-            )
-            .with_code("context_length_exceeded"))
+                "max_tokens must be at least 1",
+            ))
         }
-        Some(m) => m as usize,
+        Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
     };
     check_range("temperature", c.temperature, 0.0, 2.0)?;
     check_range("top_p", c.top_p, 0.0, 1.0)?;

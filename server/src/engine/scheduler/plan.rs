@@ -1,0 +1,70 @@
+//! One engine step as plain data: what the scheduler decided ([`StepPlan`]) and what running it
+//! gave ([`RowOutput`]).
+
+use std::ops::Range;
+
+use epas_model::paged::PagedSequence;
+use epas_model::sampler::{Sampled, Sampler};
+
+use super::sequence::SeqId;
+use crate::engine::observer::StepPhase;
+
+/// Work for one running sequence in a step.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ScheduledRow {
+    pub seq: SeqId,
+    /// Position of the sequence in the running list when the plan was made.
+    pub(super) slot: usize,
+    /// Positions of the sequence's tokens to run through the model.
+    pub tokens: Range<usize>,
+    /// Whether the step ends the sequence's pending tokens, so a token is sampled.
+    pub sample: bool,
+    /// Tokens the sampler may not pick this step.
+    pub banned: Vec<u32>,
+    /// Whether the rows are prompt positions (prefill) rather than a generated token (decode).
+    pub prefill: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct StepPlan {
+    pub rows: Vec<ScheduledRow>,
+}
+
+impl StepPlan {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Tokens the step runs through the model.
+    pub fn tokens(&self) -> usize {
+        self.rows.iter().map(|r| r.tokens.len()).sum()
+    }
+
+    pub fn phase(&self) -> StepPhase {
+        let prefill = self.rows.iter().any(|r| r.prefill);
+        let decode = self.rows.iter().any(|r| !r.prefill);
+        match (prefill, decode) {
+            (true, true) => StepPhase::Mixed,
+            (true, false) => StepPhase::Prefill,
+            _ => StepPhase::Decode,
+        }
+    }
+}
+
+/// A scheduled row's view of its sequence, for the executor.
+pub(crate) struct BatchRow<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut PagedSequence,
+    /// The sampler and the tokens it may not pick, when the row samples.
+    pub sample: Option<(&'a mut Sampler, &'a [u32])>,
+}
+
+/// What running one row gave.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RowOutput {
+    /// The tokens are in the cache; nothing was sampled (a prefill chunk that is not the last).
+    Computed,
+    Sampled(Sampled),
+    /// The forward failed for this sequence; its cache is unchanged.
+    Failed(String),
+}
