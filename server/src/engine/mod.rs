@@ -9,6 +9,7 @@
 
 mod config;
 mod observer;
+mod panic_guard;
 mod request;
 mod sequence;
 mod state;
@@ -82,9 +83,10 @@ impl EngineHandle {
             observer,
         )
         .map_err(|e| e.to_string())?;
+        let thread_state = state.clone();
         std::thread::Builder::new()
             .name("epas-engine".into())
-            .spawn(move || worker.run())
+            .spawn(move || panic_guard::run_recording_panics(&thread_state, || worker.run()))
             .map_err(|e| e.to_string())?;
         Ok(Self {
             tx,
@@ -101,6 +103,9 @@ impl EngineHandle {
         &self,
         request: GenerationRequest,
     ) -> Result<UnboundedReceiver<EngineEvent>, SubmitError> {
+        if self.state.stopped.load(Ordering::SeqCst) {
+            return Err(SubmitError::Stopped);
+        }
         if self.state.draining.load(Ordering::Relaxed) {
             return Err(SubmitError::Draining);
         }
@@ -142,6 +147,11 @@ impl EngineHandle {
             return Err(SubmitError::Stopped);
         }
         Ok(rx)
+    }
+
+    /// The panic message that ended the engine thread, if it died.
+    pub fn failure(&self) -> Option<&str> {
+        self.state.failure.get().map(String::as_str)
     }
 
     pub fn state(&self) -> &EngineState {

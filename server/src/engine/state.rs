@@ -1,6 +1,7 @@
 //! Counters and gauges the engine thread publishes for handlers, metrics and tests.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 #[derive(Debug, Default)]
 pub struct EngineState {
@@ -22,6 +23,8 @@ pub struct EngineState {
     pub draining: AtomicBool,
     /// Set when the engine thread has exited.
     pub stopped: AtomicBool,
+    /// The message of the panic that ended the engine thread, if one did.
+    pub failure: OnceLock<String>,
 }
 
 /// A plain copy of [`EngineState`].
