@@ -603,20 +603,29 @@ fn a_burst_over_the_queue_gets_429_with_retry_after_never_a_broken_stream() {
         s.metric("epas_requests_rejected_total{reason=\"queue_full\"}"),
         Some(rejected as f64)
     );
+    assert_eq!(
+        s.metric("epas_requests_total{status=\"429\"}"),
+        Some(rejected as f64),
+        "each 429 counted once"
+    );
 }
 
-#[test]
-fn sigterm_while_streaming_finishes_the_streams_then_exits_zero() {
-    let mut s = Server::start(&[]);
-    let base = s.base.clone();
-    let handles: Vec<_> = (0..3)
+type StreamHandle = std::thread::JoinHandle<(Option<serde_json::Value>, bool)>;
+
+/// Starts `count` streamed completions of `max_tokens` tokens on their own threads; each
+/// returns its `completion_tokens` (from the usage chunk) and whether `[DONE]` came.
+fn start_streams(base: &str, count: usize, max_tokens: usize) -> Vec<StreamHandle> {
+    (0..count)
         .map(|_| {
-            let base = base.clone();
+            let base = base.to_string();
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::new();
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(300))
+                    .build()
+                    .unwrap();
                 let body = json!({
-                    "prompt": "Hello", "max_tokens": 64, "ignore_eos": true, "stream": true,
-                    "stream_options": {"include_usage": true},
+                    "prompt": "Hello", "max_tokens": max_tokens, "ignore_eos": true,
+                    "stream": true, "stream_options": {"include_usage": true},
                 });
                 let r = client
                     .post(format!("{base}/v1/completions"))
@@ -631,24 +640,104 @@ fn sigterm_while_streaming_finishes_the_streams_then_exits_zero() {
                 (generated, done)
             })
         })
-        .collect();
-    // Wait until all three are generating, then ask the server to stop.
-    s.wait_metric("epas_requests_running", 3.0);
+        .collect()
+}
+
+fn send_sigterm(s: &Server) {
     let pid = s.child.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
+}
+
+/// Polls `/health` until it answers 503 (up to 10 s): the server has seen the signal.
+fn wait_draining(s: &Server) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s.client.get(s.url("/health")).send().unwrap();
+        if r.status() == 503 {
+            return r.json().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/health stayed {}",
+            r.status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a server and `streams` streams of `max_tokens` tokens, sends SIGTERM once they all
+/// run and waits until the server drains; returns `/health`'s body as well.
+fn drain_while_streaming(
+    streams: usize,
+    max_tokens: usize,
+) -> (Server, Vec<StreamHandle>, serde_json::Value) {
+    let s = Server::start(&[]);
+    let handles = start_streams(&s.base, streams, max_tokens);
+    s.wait_metric("epas_requests_running", streams as f64);
+    send_sigterm(&s);
+    let health = wait_draining(&s);
+    (s, handles, health)
+}
+
+#[test]
+fn sigterm_keeps_the_listener_for_503s_while_the_streams_finish_then_exits_zero() {
+    // Long enough that the streams are still running while the checks below run.
+    let (mut s, handles, health) = drain_while_streaming(3, 256);
+    // The listener stays open: liveness says draining, new work gets a 503 to retry elsewhere.
+    assert_eq!(health, json!({"status": "draining"}));
+    let r = s.post(
+        "/v1/completions",
+        &json!({"prompt": "Hello", "max_tokens": 2}),
+    );
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+    let e: serde_json::Value = r.json().unwrap();
+    assert_eq!(e["error"]["code"], "draining", "{e}");
+    assert_eq!(
+        s.metric("epas_requests_running"),
+        Some(3.0),
+        "the streams were still running during the checks"
+    );
+    assert_eq!(
+        s.metric("epas_requests_rejected_total{reason=\"draining\"}"),
+        Some(1.0)
+    );
+    assert_eq!(s.metric("epas_requests_total{status=\"503\"}"), Some(1.0));
+
     for h in handles {
         let (generated, done) = h.join().unwrap();
         assert!(done, "stream cut by shutdown");
         assert_eq!(
             generated,
-            Some(json!(64)),
+            Some(json!(256)),
             "every stream ran to its max_tokens"
         );
     }
     let status = s.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_second_sigterm_during_the_drain_exits_at_once_with_status_1() {
+    // Far more tokens than the test waits for: only the second signal can end the process.
+    let (mut s, _streams, _) = drain_while_streaming(2, 4000);
+    send_sigterm(&s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after the second SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let stderr = s.stderr_lines().join("\n");
+    assert!(stderr.contains("second shutdown signal"), "{stderr}");
 }

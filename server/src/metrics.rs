@@ -61,7 +61,7 @@ impl Metrics {
         let m = Self {
             requests_total: counter(
                 "requests_total",
-                "HTTP generation requests by response status code.",
+                "Generation requests by the HTTP status they were answered with.",
                 &["status"],
             )?,
             requests_running: IntGauge::new(
@@ -134,7 +134,7 @@ impl Metrics {
             )?,
             requests_rejected_total: counter(
                 "requests_rejected_total",
-                "Requests refused before running, by reason (queue_full, draining, invalid).",
+                "Generation requests refused before running, by reason (queue_full, draining, invalid, unauthorized, loading, engine_failed).",
                 &["reason"],
             )?,
             requests_finished_total: counter(
@@ -161,7 +161,7 @@ impl Metrics {
             registry,
         };
         m.register_all()?;
-        for reason in ["queue_full", "draining", "invalid"] {
+        for reason in crate::http::REFUSAL_REASONS {
             m.requests_rejected_total.with_label_values(&[reason]);
         }
         Ok(m)

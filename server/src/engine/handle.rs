@@ -1,6 +1,5 @@
 //! How callers reach the engine thread: start it, validate and submit requests, drain.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use super::engine_thread::EngineThread;
 use super::executor::Executor;
 use super::model::StepModel;
 use super::observer::EngineObserver;
+use super::panic_guard;
 use super::request::{EngineEvent, GenerationRequest};
 use super::scheduler::Scheduler;
 use super::state::{EngineSnapshot, EngineState};
@@ -82,11 +82,7 @@ impl EngineHandle {
         std::thread::Builder::new()
             .name("epas-engine".into())
             .spawn(move || {
-                if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| thread.run())) {
-                    let message = panic_message(panic.as_ref());
-                    tracing::error!(panic = %message, "the engine thread panicked; generation has stopped");
-                    thread_state.set_failure(message);
-                }
+                panic_guard::run_recording_panics(&thread_state, || thread.run());
                 thread_state.stopped.store(true, Ordering::SeqCst);
             })
             .map_err(|e| e.to_string())?;
@@ -141,6 +137,11 @@ impl EngineHandle {
         Ok(rx)
     }
 
+    /// The panic message that ended the engine thread, if it died.
+    pub fn failure(&self) -> Option<&str> {
+        self.state.failure()
+    }
+
     pub fn state(&self) -> &EngineState {
         &self.state
     }
@@ -156,15 +157,5 @@ impl EngineHandle {
     /// Refuse new requests from now on; running ones finish.
     pub fn drain(&self) {
         self.state.draining.store(true, Ordering::SeqCst);
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".into()
     }
 }

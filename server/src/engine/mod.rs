@@ -14,6 +14,7 @@ mod executor;
 mod handle;
 mod model;
 mod observer;
+mod panic_guard;
 mod request;
 mod scheduler;
 mod state;

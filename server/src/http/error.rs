@@ -5,6 +5,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// The `code` of an error response, kept on the response for the layers around the handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ErrorCode(pub &'static str);
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -65,7 +69,27 @@ impl ApiError {
         e
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    /// 503 while the model loads; worth retrying here soon.
+    pub fn loading() -> Self {
+        Self::unavailable("the model is still loading").with_code("model_loading")
+    }
+
+    /// 503 after SIGTERM; retry on another replica.
+    pub fn draining() -> Self {
+        Self::unavailable("the server is shutting down").with_code("draining")
+    }
+
+    /// 503 once the engine thread has died: this replica cannot recover, so no `Retry-After`.
+    pub fn engine_failed(panic: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            format!("the engine failed and this server needs a restart: {panic}"),
+        )
+        .with_code("engine_failed")
+    }
+
+    fn unavailable(message: &str) -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
@@ -92,6 +116,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(code) = self.code {
+            response.extensions_mut().insert(ErrorCode(code));
+        }
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

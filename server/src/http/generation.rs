@@ -41,25 +41,22 @@ pub fn new_id(prefix: &str) -> String {
     )
 }
 
+/// Hands the request to the engine; a refusal becomes its HTTP error (counted by the layer
+/// that counts every generation request).
 pub fn submit(
-    state: &AppState,
     ready: &Ready,
     prepared: &Prepared,
 ) -> Result<UnboundedReceiver<EngineEvent>, ApiError> {
-    ready.engine.submit(prepared.request.clone()).map_err(|e| {
-        let (reason, err) = match &e {
-            SubmitError::Overloaded { .. } => ("queue_full", ApiError::overloaded(e.to_string())),
-            SubmitError::Draining | SubmitError::Stopped => {
-                ("draining", ApiError::unavailable(e.to_string()))
+    ready
+        .engine
+        .submit(prepared.request.clone())
+        .map_err(|e| match &e {
+            SubmitError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
+            SubmitError::Draining => ApiError::draining(),
+            SubmitError::Stopped => {
+                ApiError::engine_failed(ready.engine.failure().unwrap_or("the engine has stopped"))
             }
-        };
-        state
-            .metrics
-            .requests_rejected_total
-            .with_label_values(&[reason])
-            .inc();
-        err
-    })
+        })
 }
 
 fn with_epas_headers(mut response: Response, resolved: &ResolvedModel) -> Response {

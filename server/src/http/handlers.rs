@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::body::{parse_object, typed};
 use super::error::ApiError;
@@ -24,27 +24,15 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Counts the response status and returns the response.
-fn finish(state: &AppState, result: Result<Response, ApiError>) -> Response {
-    use axum::response::IntoResponse;
-    let response = result.unwrap_or_else(|e| e.into_response());
-    state
-        .metrics
-        .requests_total
-        .with_label_values(&[response.status().as_str()])
-        .inc();
-    response
-}
-
 async fn run(state: Arc<AppState>, prepared: Result<Prepared, ApiError>) -> Response {
     let result = async {
         let prepared = prepared?;
         let ready = state.ready()?;
-        let rx = submit(&state, ready, &prepared)?;
+        let rx = submit(ready, &prepared)?;
         respond(state.clone(), prepared, rx).await
     }
     .await;
-    finish(&state, result)
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The validation step's last part: the engine's check of the prompt, `n` and the lengths.

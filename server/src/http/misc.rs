@@ -14,27 +14,24 @@ use super::handlers::chat_messages;
 use super::schema::*;
 use super::state::AppState;
 
+/// Liveness and readiness: 200 only while requests can run.
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    match state.ready.get() {
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "loading"})),
-        )
-            .into_response(),
-        Some(r)
-            if r.engine
-                .state()
-                .draining
-                .load(std::sync::atomic::Ordering::Relaxed) =>
-        {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"status": "draining"})),
-            )
-                .into_response()
-        }
-        Some(_) => axum::Json(json!({"status": "ok"})).into_response(),
+    let unavailable = |body| (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    let Some(ready) = state.ready.get() else {
+        return unavailable(json!({"status": "loading"}));
+    };
+    if let Some(panic) = ready.engine.failure() {
+        return unavailable(json!({"status": "failed", "error": panic}));
     }
+    if ready
+        .engine
+        .state()
+        .draining
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return unavailable(json!({"status": "draining"}));
+    }
+    axum::Json(json!({"status": "ok"})).into_response()
 }
 
 pub async fn models(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {

@@ -7,8 +7,10 @@ mod handlers;
 mod misc;
 mod params;
 mod playground;
+mod request_counting;
 mod responses;
 mod schema;
+mod shutdown;
 mod state;
 
 use std::net::SocketAddr;
@@ -33,8 +35,11 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 pub use state::{AppState, HttpConfig, Ready};
 
+pub(crate) use request_counting::REFUSAL_REASONS;
+
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::metrics::Metrics;
+use shutdown::{engine_idle, ShutdownSignals};
 
 /// Everything `epas serve` configures.
 #[derive(Debug, Clone)]
@@ -141,10 +146,14 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
         .route("/static/playground.css", get(playground::stylesheet))
         .route("/info", get(playground::info))
         .fallback(misc::not_found)
-        .with_state(state)
-        .layer(middleware::from_fn(body_errors))
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+        .layer(middleware::from_fn(body_errors))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            request_counting::count_generation_requests,
+        ))
         .layer(cors)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req
@@ -158,12 +167,16 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
         .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
 }
 
-/// Binds, answers `/health` with 503 while `load` runs, then serves until SIGTERM or Ctrl-C;
-/// in-flight requests then get up to `shutdown_timeout` to finish.
+/// Binds, answers `/health` with 503 while `load` runs, then serves until SIGTERM or Ctrl-C.
+/// The drain that follows keeps the listener open (new generations and `/health` get 503)
+/// until the engine has finished its work, then lets the open responses end, all within
+/// `shutdown_timeout`. A second signal during the drain ends it at once with an error.
 pub async fn serve<L>(config: ServerConfig, load: L) -> anyhow_like::Result<()>
 where
     L: FnOnce() -> Result<(EpasLlama, TextTokenizer), String> + Send + 'static,
 {
+    let mut signals =
+        ShutdownSignals::listen().map_err(|e| format!("cannot listen for signals: {e}"))?;
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
     let state = Arc::new(AppState {
         config: config.http.clone(),
@@ -216,53 +229,50 @@ where
         });
         Ok(())
     });
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     tokio::select! {
         result = loaded => {
             result.map_err(|e| e.to_string())??;
             tracing::info!(address = %local, "ready");
         }
-        _ = &mut shutdown => {
+        _ = signals.next() => {
             tracing::info!("shutdown requested while loading");
             let _ = stop_tx.send(true);
             return Ok(());
         }
     }
-    shutdown.await;
-    tracing::info!("shutting down: draining in-flight requests");
-    if let Some(ready) = state.ready.get() {
-        ready.engine.drain();
-    }
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(config.shutdown_timeout, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("all requests finished"),
-        Ok(Ok(Err(e))) => return Err(e.to_string().into()),
-        Ok(Err(e)) => return Err(e.to_string().into()),
-        Err(_) => tracing::warn!("shutdown timeout reached; closing remaining connections"),
+    signals.next().await;
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+    tracing::info!("shutting down: refusing new requests, finishing running ones");
+    let drain = async {
+        if let Some(ready) = state.ready.get() {
+            ready.engine.drain();
+            if tokio::time::timeout_at(deadline, engine_idle(&ready.engine))
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown timeout reached with requests still running");
+            }
+        }
+        // Closes the listener; the responses still open get what is left of the timeout.
+        let _ = stop_tx.send(true);
+        tokio::time::timeout_at(deadline, server).await
+    };
+    tokio::select! {
+        finished = drain => match finished {
+            Ok(Ok(Ok(()))) => tracing::info!("all requests finished"),
+            Ok(Ok(Err(e))) => return Err(e.to_string().into()),
+            Ok(Err(e)) => return Err(e.to_string().into()),
+            Err(_) => tracing::warn!("shutdown timeout reached; closing remaining connections"),
+        },
+        _ = signals.next() => {
+            let running = state.ready.get().map_or(0, |r| r.engine.snapshot().running);
+            return Err(format!(
+                "a second shutdown signal cut the drain short ({running} sequences were running)"
+            )
+            .into());
+        }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 /// A string error for the server's fallible setup.

@@ -43,18 +43,19 @@ pub struct ResolvedModel {
 }
 
 impl AppState {
+    /// The loaded model, or the 503 that explains why requests cannot run now.
     pub fn ready(&self) -> Result<&Ready, ApiError> {
-        let ready = self
-            .ready
-            .get()
-            .ok_or_else(|| ApiError::unavailable("the model is still loading"))?;
+        let ready = self.ready.get().ok_or_else(ApiError::loading)?;
+        if let Some(panic) = ready.engine.failure() {
+            return Err(ApiError::engine_failed(panic));
+        }
         if ready
             .engine
             .state()
             .draining
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            return Err(ApiError::unavailable("the server is shutting down"));
+            return Err(ApiError::draining());
         }
         Ok(ready)
     }
