@@ -22,6 +22,7 @@ fn write_model(dir: &Path) -> usize {
         rms_norm_eps: 1e-5,
         max_position_embeddings: 256,
         tie_word_embeddings: true,
+        rope_scaling: Default::default(),
     };
     let model = epas_model::init::random_model(config, None, 11).unwrap();
     epas_model::load::save_safetensors(&model, &tokenizer, dir).unwrap();

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::rope_scaling::RopeScaling;
 use crate::sharing::SharingPlan;
 
 /// The shape of a LLaMA decoder.
@@ -18,6 +19,9 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f64,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
+    /// Long-context frequency scaling (Llama 3.x); absent in checkpoints of runs before it.
+    #[serde(default, skip_serializing_if = "RopeScaling::is_none")]
+    pub rope_scaling: RopeScaling,
 }
 
 impl LlamaConfig {
@@ -65,6 +69,9 @@ impl LlamaConfig {
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return err(format!("rope_theta {} must be positive", self.rope_theta));
+        }
+        if let Some(problem) = self.rope_scaling.problem(self.head_dim()) {
+            return err(problem);
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
             return err(format!(

@@ -39,6 +39,8 @@ pub enum ModelError {
     },
     #[error("invalid model config: {0}")]
     Config(String),
+    #[error("RoPE scaling type `{0}` is not supported (supported: linear, llama3)")]
+    UnsupportedRopeScaling(String),
     #[error("empty prompt: at least one token is needed")]
     EmptyPrompt,
     #[error("{tokens} tokens exceed the model's context of {context}")]

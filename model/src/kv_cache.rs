@@ -236,6 +236,7 @@ mod tests {
             rms_norm_eps: 1e-5,
             max_position_embeddings: 8192,
             tie_word_embeddings: true,
+            rope_scaling: Default::default(),
         }
     }
 

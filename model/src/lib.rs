@@ -19,6 +19,7 @@ pub mod model;
 pub mod paged;
 mod quantize;
 pub mod rope;
+pub mod rope_scaling;
 pub mod sampler;
 pub mod sharing;
 mod tensor_path;

@@ -119,7 +119,7 @@ impl EpasLlama {
                 c.num_layers
             )));
         }
-        let rope = RopeTable::new(c.head_dim(), c.rope_theta, c.max_position_embeddings);
+        let rope = RopeTable::for_config(c, c.max_position_embeddings);
         let shape = AttentionShape {
             num_heads: c.num_heads,
             num_kv_heads: c.num_kv_heads,

@@ -226,6 +226,7 @@ mod tests {
             rms_norm_eps: 1e-5,
             max_position_embeddings: 64,
             tie_word_embeddings: tied,
+            rope_scaling: Default::default(),
         }
     }
 

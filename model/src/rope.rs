@@ -1,6 +1,8 @@
 //! Rotary position embeddings in the HF layout (each head's first half rotates with its second).
 //! GGUF checkpoints store Q/K rows interleaved; the loader permutes them into this layout.
 
+use crate::config::LlamaConfig;
+
 /// Precomputed cos/sin for positions `0..max_positions`.
 #[derive(Debug, Clone)]
 pub struct RopeTable {
@@ -10,14 +12,30 @@ pub struct RopeTable {
     max_positions: usize,
 }
 
+/// The unscaled inverse frequencies `theta^(-2i/head_dim)`, `head_dim / 2` of them.
+pub fn base_inverse_frequencies(head_dim: usize, theta: f32) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32))
+        .collect()
+}
+
+/// The inverse frequencies a model of `config` rotates with: the base ones, scaled.
+pub fn inverse_frequencies(config: &LlamaConfig) -> Vec<f32> {
+    let base = base_inverse_frequencies(config.head_dim(), config.rope_theta);
+    config.rope_scaling.apply(&base)
+}
+
 impl RopeTable {
-    pub fn new(head_dim: usize, theta: f32, max_positions: usize) -> Self {
-        let half = head_dim / 2;
+    /// The table of a model of `config` for positions `0..max_positions`.
+    pub fn for_config(config: &LlamaConfig, max_positions: usize) -> Self {
+        Self::new(inverse_frequencies(config), max_positions)
+    }
+
+    /// The table of `inv_freq` (one per rotated pair) for positions `0..max_positions`.
+    pub fn new(inv_freq: Vec<f32>, max_positions: usize) -> Self {
+        let half = inv_freq.len();
         let mut cos = Vec::with_capacity(max_positions * half);
         let mut sin = Vec::with_capacity(max_positions * half);
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32))
-            .collect();
         for pos in 0..max_positions {
             for f in &inv_freq {
                 let angle = pos as f32 * f;
@@ -89,7 +107,7 @@ mod tests {
 
     #[test]
     fn position_zero_is_identity_and_norm_is_kept() {
-        let t = RopeTable::new(8, 10000.0, 16);
+        let t = RopeTable::new(base_inverse_frequencies(8, 10000.0), 16);
         let mut v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
         let orig = v;
         t.rotate(&mut v, 0);
@@ -102,7 +120,7 @@ mod tests {
 
     #[test]
     fn dot_product_depends_only_on_relative_position() {
-        let t = RopeTable::new(4, 10000.0, 64);
+        let t = RopeTable::new(base_inverse_frequencies(4, 10000.0), 64);
         let q = [0.3, -1.2, 0.5, 2.0];
         let k = [1.1, 0.4, -0.7, 0.9];
         let dot_at = |pq: usize, pk: usize| {

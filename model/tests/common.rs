@@ -85,6 +85,7 @@ pub fn sharp_random_model(
         rms_norm_eps: 1e-5,
         max_position_embeddings: 128,
         tie_word_embeddings: true,
+        rope_scaling: Default::default(),
     };
     let mut m = epas_model::init::random_model(config, None, seed).unwrap();
     for l in &mut m.layers {

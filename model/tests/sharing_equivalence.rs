@@ -23,6 +23,7 @@ fn tiny_config() -> LlamaConfig {
         rms_norm_eps: 1e-5,
         max_position_embeddings: 256,
         tie_word_embeddings: false,
+        rope_scaling: Default::default(),
     }
 }
 

@@ -21,6 +21,7 @@ fn tiny_config() -> LlamaConfig {
         rms_norm_eps: 1e-5,
         max_position_embeddings: 64,
         tie_word_embeddings: true,
+        rope_scaling: Default::default(),
     }
 }
 

@@ -36,6 +36,7 @@ pub fn tiny() -> (Arc<EpasLlama>, Arc<TextTokenizer>) {
         rms_norm_eps: 1e-5,
         max_position_embeddings: 512,
         tie_word_embeddings: true,
+        rope_scaling: Default::default(),
     };
     let mut m = random_model(config, None, 99).unwrap();
     for l in &mut m.layers {

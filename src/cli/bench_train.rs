@@ -47,6 +47,7 @@ pub fn run(a: BenchTrainArgs) -> anyhow::Result<()> {
         rms_norm_eps: 1e-5,
         max_position_embeddings: a.seq_len,
         tie_word_embeddings: true,
+        rope_scaling: Default::default(),
     };
     config.validate()?;
     let max_k = a.max_sharing_layers.unwrap_or(a.layers / 2);

@@ -17,9 +17,11 @@ use crate::linear::{Embedding, Linear};
 use crate::model::{DecoderLayer, EpasLlama};
 use crate::quantize::{FloatMatrices, Role};
 use crate::rope::gguf_to_hf_row_order;
+use crate::rope_scaling::RopeScaling;
 use crate::tokenizer::TextTokenizer;
 
 use super::gguf_tokenizer::tokenizer_from_gguf;
+use super::rope_gguf::read_rope_scaling;
 
 struct GgufReader<'a, R> {
     path: &'a Path,
@@ -125,7 +127,7 @@ fn md_usize(meta: &HashMap<String, Value>, key: &str) -> Option<usize> {
     })
 }
 
-fn md_f64(meta: &HashMap<String, Value>, key: &str) -> Option<f64> {
+pub(super) fn md_f64(meta: &HashMap<String, Value>, key: &str) -> Option<f64> {
     md(meta, key).and_then(|v| match v {
         Value::F32(x) => Some(*x as f64),
         Value::F64(x) => Some(*x),
@@ -206,7 +208,7 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
             path: path.to_path_buf(),
             what: "tensor token_embd.weight".into(),
         })?;
-    let config = LlamaConfig {
+    let mut config = LlamaConfig {
         vocab_size,
         hidden_size,
         intermediate_size: need("llama.feed_forward_length")?,
@@ -217,7 +219,10 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
         rms_norm_eps: md_f64(meta, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
         max_position_embeddings: md_usize(meta, "llama.context_length").unwrap_or(2048),
         tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
+        rope_scaling: RopeScaling::None,
     };
+    config.validate()?;
+    config.rope_scaling = read_rope_scaling(&content, &mut reader, path, &config)?;
     config.validate()?;
     if let Some(rope_dim) = md_usize(meta, "llama.rope.dimension_count") {
         if rope_dim != config.head_dim() {

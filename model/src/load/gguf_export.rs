@@ -1,6 +1,7 @@
 //! Writes a model as a GGUF file llama.cpp and this crate load: `llama.*` shape keys, the
-//! byte-level BPE tokenizer (`gpt2` model, `smollm` pre-tokenization), `epas.*` metadata, and the
-//! Q/K rows permuted into llama.cpp's interleaved RoPE layout.
+//! byte-level BPE tokenizer (`gpt2` model, `smollm` pre-tokenization), `epas.*` metadata, RoPE
+//! scaling (keys or a `rope_freqs` tensor), and the Q/K rows permuted into llama.cpp's
+//! interleaved RoPE layout.
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Tensor;
 
+use super::rope_gguf::{rope_freqs_tensor, rope_scaling_keys};
 use crate::error::{ModelError, Result};
 use crate::model::EpasLlama;
 use crate::rope::gguf_to_hf_row_order;
@@ -305,6 +307,7 @@ pub fn export_gguf(
             md.push(("epas.schedule".into(), Value::String(s.to_string())));
         }
     }
+    md.extend(rope_scaling_keys(c));
     md.extend(tokenizer_metadata(tokenizer)?);
 
     let hd = c.head_dim();
@@ -343,6 +346,7 @@ pub fn export_gguf(
         tensors.push((format!("{p}.ffn_norm.weight"), vector(&l.mlp_norm)?));
     }
     tensors.push(("output_norm.weight".into(), vector(&model.norm)?));
+    tensors.extend(rope_freqs_tensor(c)?);
     if !c.tie_word_embeddings {
         tensors.push((
             "output.weight".into(),

@@ -3,6 +3,9 @@
 mod gguf;
 mod gguf_export;
 mod gguf_tokenizer;
+mod llama3_fit;
+mod rope_gguf;
+mod rope_hf;
 mod safetensors;
 mod save;
 
@@ -17,6 +20,7 @@ use crate::tokenizer::TextTokenizer;
 pub use gguf::{load_gguf, load_gguf_bytes, load_gguf_with};
 pub(crate) use gguf_export::quantize;
 pub use gguf_export::{export_gguf, GgufQuant, QuantScheme};
+pub(crate) use rope_hf::hf_rope_scaling;
 pub use safetensors::{load_safetensors, read_config, read_tokenizer, HfModelConfig};
 pub use save::{save_model_files, save_safetensors};
 

@@ -8,12 +8,14 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
+use super::rope_hf::read_hf_rope;
 use super::LoadOptions;
 use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
 use crate::error::{ModelError, Result};
 use crate::linear::Linear;
 use crate::model::{DecoderLayer, EpasLlama};
 use crate::quantize::{FloatMatrices, Role};
+use crate::rope_scaling::RopeScaling;
 use crate::tokenizer::TextTokenizer;
 
 #[derive(Debug, Deserialize)]
@@ -29,14 +31,16 @@ struct HfConfig {
     vocab_size: usize,
     #[serde(default = "default_eps")]
     rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
-    rope_theta: f32,
+    #[serde(default)]
+    rope_theta: Option<f32>,
     #[serde(default = "default_max_pos")]
     max_position_embeddings: usize,
     #[serde(default)]
     tie_word_embeddings: bool,
     #[serde(default)]
     rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    rope_parameters: Option<serde_json::Value>,
     #[serde(default)]
     head_dim: Option<usize>,
     #[serde(default)]
@@ -50,9 +54,8 @@ struct HfConfig {
 fn default_eps() -> f64 {
     1e-6
 }
-fn default_theta() -> f32 {
-    10000.0
-}
+/// transformers' default `rope_theta`.
+const DEFAULT_THETA: f64 = 10000.0;
 fn default_max_pos() -> usize {
     2048
 }
@@ -92,9 +95,16 @@ pub fn read_config(dir: &Path) -> Result<HfModelConfig> {
             return Err(ModelError::UnknownArchitecture(t.clone()));
         }
     }
-    if hf.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(ModelError::Config("rope_scaling is not supported".into()));
-    }
+    // transformers 5 writes `rope_parameters` (theta inside) where older versions wrote
+    // `rope_scaling`; a file may carry both.
+    let (rope_scaling, inner_theta) = match (&hf.rope_parameters, &hf.rope_scaling) {
+        (Some(p), _) if !p.is_null() => read_hf_rope(p, true)?,
+        (_, Some(s)) => read_hf_rope(s, false)?,
+        _ => (RopeScaling::None, None),
+    };
+    let rope_theta = inner_theta
+        .or(hf.rope_theta.map(f64::from))
+        .unwrap_or(DEFAULT_THETA) as f32;
     let config = LlamaConfig {
         vocab_size: hf.vocab_size,
         hidden_size: hf.hidden_size,
@@ -102,10 +112,11 @@ pub fn read_config(dir: &Path) -> Result<HfModelConfig> {
         num_layers: hf.num_hidden_layers,
         num_heads: hf.num_attention_heads,
         num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-        rope_theta: hf.rope_theta,
+        rope_theta,
         rms_norm_eps: hf.rms_norm_eps,
         max_position_embeddings: hf.max_position_embeddings,
         tie_word_embeddings: hf.tie_word_embeddings,
+        rope_scaling,
     };
     config.validate()?;
     if let Some(hd) = hf.head_dim {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::Tensor;
 
+use super::rope_hf::hf_rope_scaling;
 use crate::error::{ModelError, Result};
 use crate::model::EpasLlama;
 use crate::tokenizer::TextTokenizer;
@@ -75,6 +76,7 @@ const MODEL_FILES: [&str; 4] = [
 
 fn write_into(model: &EpasLlama, tokenizer: &TextTokenizer, dir: &Path) -> Result<()> {
     let c = model.config();
+    let rope_scaling = hf_rope_scaling(&c.rope_scaling)?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     tensors.insert(
         "model.embed_tokens.weight".into(),
@@ -120,6 +122,9 @@ fn write_into(model: &EpasLlama, tokenizer: &TextTokenizer, dir: &Path) -> Resul
         "eos_token_id": tokenizer.eos_tokens,
         "torch_dtype": "float32",
     });
+    if let Some(rope) = rope_scaling {
+        config["rope_scaling"] = rope;
+    }
     if let Some(epas) = &model.info.epas {
         config["epas"] =
             serde_json::to_value(epas).map_err(|e| ModelError::Config(e.to_string()))?;

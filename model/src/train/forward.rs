@@ -30,7 +30,7 @@ impl ForwardContext {
     ) -> candle_core::Result<Self> {
         let device = on.device();
         let c = &params.config;
-        let table = RopeTable::new(c.head_dim(), c.rope_theta, seq_len);
+        let table = RopeTable::for_config(c, seq_len);
         let (cos, sin) = table.cos_sin(seq_len);
         let half = c.head_dim() / 2;
         let cos = Tensor::from_slice(cos, (seq_len, half), device)?;

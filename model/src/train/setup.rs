@@ -6,6 +6,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
+use crate::rope_scaling::RopeScaling;
 use crate::tokenizer::TextTokenizer;
 use crate::train::bpe::{document_separator, train_bpe, CHATML_TEMPLATE};
 use crate::train::checkpoint::CHECKPOINT_DIR;
@@ -100,6 +101,7 @@ fn config_for(arch: &Architecture, vocab: usize, seq_len: usize) -> LlamaConfig 
             seq_len
         },
         tie_word_embeddings: true,
+        rope_scaling: RopeScaling::None,
     }
 }
 
@@ -119,6 +121,8 @@ pub fn initial_model(
     if let Some(init) = &opts.init {
         let (model, tokenizer) = crate::load::load_model(init, &Device::Cpu)?;
         let c = model.config();
+        // The run is saved as HF folders: refuse now a scaling they cannot describe.
+        crate::load::hf_rope_scaling(&c.rope_scaling)?;
         if arch_given {
             let a = &opts.arch;
             let theirs = (
