@@ -100,6 +100,50 @@ impl Sampler {
     }
 
     pub fn sample_full(&mut self, raw: &[f32], banned: &[u32]) -> Sampled {
+        let logits = self.adjusted(raw, banned);
+        let token = if self.is_greedy() {
+            argmax(&logits)
+        } else {
+            match self.distribution(&logits) {
+                Distribution::Certain(token) => token,
+                Distribution::Weighted(weights) => self.pick(&weights),
+            }
+        };
+        self.record(raw, token)
+    }
+
+    /// Checks a drafted token against the model's logits (speculative decoding) and returns the
+    /// token this position gets, with whether it is the draft. Greedy: the argmax, accepted when
+    /// it equals the draft. Sampled: the draft is kept with its probability `p` under this
+    /// sampler's distribution, otherwise a token is drawn from the distribution without the
+    /// draft, so the result is distributed exactly as [`Self::sample_full`]'s.
+    pub fn verify(&mut self, raw: &[f32], banned: &[u32], draft: u32) -> (Sampled, bool) {
+        let logits = self.adjusted(raw, banned);
+        let token = if self.is_greedy() {
+            argmax(&logits)
+        } else {
+            match self.distribution(&logits) {
+                Distribution::Certain(token) => token,
+                Distribution::Weighted(mut weights) => {
+                    let total: f32 = weights.iter().map(|w| w.1).sum();
+                    let p = weights
+                        .iter()
+                        .find(|w| w.0 == draft)
+                        .map_or(0.0, |w| w.1 / total);
+                    if self.rng.random::<f32>() < p {
+                        draft
+                    } else {
+                        weights.retain(|w| w.0 != draft);
+                        self.pick(&weights)
+                    }
+                }
+            }
+        };
+        (self.record(raw, token), token == draft)
+    }
+
+    /// `raw` after penalties, logit bias and bans.
+    fn adjusted(&self, raw: &[f32], banned: &[u32]) -> Vec<f32> {
         let mut logits = raw.to_vec();
         self.apply_penalties(&mut logits);
         for &(id, bias) in &self.params.logit_bias {
@@ -112,11 +156,11 @@ impl Sampler {
                 *l = f32::NEG_INFINITY;
             }
         }
-        let token = if self.is_greedy() {
-            argmax(&logits)
-        } else {
-            self.draw(&logits)
-        };
+        logits
+    }
+
+    /// Counts `token` for the penalties and reports it with its log-probabilities.
+    fn record(&mut self, raw: &[f32], token: u32) -> Sampled {
         *self.generated.entry(token).or_insert(0) += 1;
         let (logprob, top_logprobs) = match self.params.logprobs {
             None => (None, Vec::new()),
@@ -162,12 +206,13 @@ impl Sampler {
         }
     }
 
-    /// Draws from `softmax(logits / T)`. Logits are shifted by the largest before they are
-    /// scaled, so every weight lies in [0, 1] and the top one is 1: no overflow, no NaN.
-    fn draw(&mut self, logits: &[f32]) -> u32 {
+    /// The distribution a draw picks from: `softmax(logits / T)` cut by top-k, min-p and top-p.
+    /// Logits are shifted by the largest before they are scaled, so every weight lies in [0, 1]
+    /// and the top one is 1: no overflow, no NaN.
+    fn distribution(&self, logits: &[f32]) -> Distribution {
         // An infinite logit has all the probability.
         if logits.contains(&f32::INFINITY) {
-            return argmax(logits);
+            return Distribution::Certain(argmax(logits));
         }
         let mut cands: Vec<(u32, f32)> = logits
             .iter()
@@ -176,7 +221,7 @@ impl Sampler {
             .map(|(i, &l)| (i as u32, l))
             .collect();
         if cands.is_empty() {
-            return argmax(logits);
+            return Distribution::Certain(argmax(logits));
         }
         cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if self.params.top_k > 0 {
@@ -184,38 +229,49 @@ impl Sampler {
         }
         let max = cands[0].1;
         let inv_t = 1.0 / self.params.temperature;
-        let mut probs: Vec<f32> = cands
-            .iter()
-            .map(|(_, l)| ((l - max) * inv_t).exp())
-            .collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
+        for c in &mut cands {
+            c.1 = ((c.1 - max) * inv_t).exp();
+        }
+        let total: f32 = cands.iter().map(|c| c.1).sum();
+        cands.iter_mut().for_each(|c| c.1 /= total);
         if self.params.min_p > 0.0 {
-            let floor = self.params.min_p * probs[0];
-            let keep = probs.iter().take_while(|&&p| p >= floor).count().max(1);
-            probs.truncate(keep);
+            let floor = self.params.min_p * cands[0].1;
+            let keep = cands.iter().take_while(|c| c.1 >= floor).count().max(1);
+            cands.truncate(keep);
         }
         if self.params.top_p < 1.0 {
             let mut acc = 0.0;
-            let keep = probs
+            let keep = cands
                 .iter()
-                .position(|p| {
-                    acc += p;
+                .position(|c| {
+                    acc += c.1;
                     acc >= self.params.top_p
                 })
-                .map_or(probs.len(), |i| i + 1);
-            probs.truncate(keep);
+                .map_or(cands.len(), |i| i + 1);
+            cands.truncate(keep);
         }
-        let total: f32 = probs.iter().sum();
-        let mut r = self.rng.random::<f32>() * total;
-        for (i, p) in probs.iter().enumerate() {
-            if r < *p {
-                return cands[i].0;
-            }
-            r -= p;
-        }
-        cands[probs.len() - 1].0
+        Distribution::Weighted(cands)
     }
+
+    /// Draws one token in proportion to the weights (which need not sum to 1).
+    fn pick(&mut self, weights: &[(u32, f32)]) -> u32 {
+        let total: f32 = weights.iter().map(|w| w.1).sum();
+        let mut r = self.rng.random::<f32>() * total;
+        for &(token, weight) in weights {
+            if r < weight {
+                return token;
+            }
+            r -= weight;
+        }
+        weights.last().map_or(0, |w| w.0)
+    }
+}
+
+/// What a draw picks from.
+enum Distribution {
+    Certain(u32),
+    /// Candidates, most likely first, with weights in proportion to their probability.
+    Weighted(Vec<(u32, f32)>),
 }
 
 /// Log-probability of `token` and the `n` most likely tokens under `softmax(logits)`.
@@ -456,5 +512,85 @@ mod tests {
             out.top_logprobs.iter().map(|t| t.0).collect::<Vec<_>>(),
             vec![1, 2]
         );
+    }
+
+    /// Chi-square statistic of `counts` against `probs` (expected counts `probs * total`).
+    fn chi_square(counts: &[u64], probs: &[f64]) -> f64 {
+        let total: u64 = counts.iter().sum();
+        counts
+            .iter()
+            .zip(probs)
+            .map(|(&c, &p)| {
+                let e = p * total as f64;
+                (c as f64 - e).powi(2) / e
+            })
+            .sum()
+    }
+
+    #[test]
+    fn verifying_a_draft_keeps_the_sampling_distribution() {
+        let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
+        let z: f64 = logits.iter().map(|&l| (l as f64 / 0.8).exp()).sum();
+        let softmax: Vec<f64> = logits.iter().map(|&l| (l as f64 / 0.8).exp() / z).collect();
+        // Drafts that are likely, unlikely and the most likely token.
+        for draft in [4u32, 3, 1] {
+            let mut counts = [0u64; 5];
+            let mut accepted = 0;
+            for seed in 0..40_000 {
+                let mut s = Sampler::new(SamplingParams {
+                    temperature: 0.8,
+                    seed,
+                    ..Default::default()
+                });
+                let (out, kept) = s.verify(&logits, &[], draft);
+                counts[out.token as usize] += 1;
+                accepted += kept as u64;
+                assert_eq!(kept, out.token == draft);
+            }
+            // 4 degrees of freedom: 18.47 is the 0.001 critical value.
+            let chi = chi_square(&counts, &softmax);
+            assert!(chi < 18.47, "draft {draft}: {counts:?} chi-square {chi}");
+            let rate = accepted as f64 / 40_000.0;
+            assert!(
+                (rate - softmax[draft as usize]).abs() < 0.01,
+                "draft {draft}: {rate}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_draft_outside_top_k_is_never_kept_and_greedy_keeps_only_the_argmax() {
+        let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 2,
+            ..Default::default()
+        };
+        let mut counts = [0u64; 5];
+        for seed in 0..20_000 {
+            let mut s = Sampler::new(SamplingParams {
+                seed,
+                ..params.clone()
+            });
+            let (out, kept) = s.verify(&logits, &[], 3);
+            assert!(!kept);
+            counts[out.token as usize] += 1;
+        }
+        assert_eq!((counts[1], counts[2], counts[3]), (0, 0, 0));
+        let p4 = 1.0 / (1.0 + (-1f64).exp());
+        let chi = chi_square(&[counts[4], counts[0]], &[p4, 1.0 - p4]);
+        assert!(chi < 10.83, "{counts:?}");
+        let mut greedy = Sampler::new(SamplingParams::default());
+        assert_eq!(greedy.verify(&logits, &[], 4), (greedy_pick(4), true));
+        assert!(!greedy.verify(&logits, &[], 0).1);
+        assert_eq!(greedy.verify(&logits, &[4], 0).0.token, 0, "bans apply");
+    }
+
+    fn greedy_pick(token: u32) -> Sampled {
+        Sampled {
+            token,
+            logprob: None,
+            top_logprobs: Vec::new(),
+        }
     }
 }
