@@ -10,6 +10,7 @@ mod export;
 mod generate;
 mod model_args;
 mod serve;
+mod speculative_args;
 mod train;
 
 use clap::{Parser, Subcommand};

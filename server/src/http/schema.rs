@@ -55,6 +55,8 @@ pub struct CommonParams {
     #[serde(default)]
     pub ignore_eos: bool,
     pub stop_token_ids: Option<Vec<u32>>,
+    /// `false` opts out of speculative decoding when the server drafts tokens.
+    pub speculative: Option<bool>,
 }
 
 pub const COMMON_FIELDS: &[&str] = &[
@@ -78,6 +80,7 @@ pub const COMMON_FIELDS: &[&str] = &[
     "min_tokens",
     "ignore_eos",
     "stop_token_ids",
+    "speculative",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
