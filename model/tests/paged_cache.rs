@@ -208,7 +208,11 @@ fn truncating_forgets_rejected_positions_and_returns_their_blocks() {
     let diff = max_abs_diff(&after, &expected[12 * v..]);
     assert!(diff < 1e-4, "{diff}");
     speculated.truncate(20);
-    assert_eq!(speculated.len(), 14, "truncating past the end changes nothing");
+    assert_eq!(
+        speculated.len(),
+        14,
+        "truncating past the end changes nothing"
+    );
     drop((speculated, plain));
     assert_eq!(pool.stats().used(), 0);
 }
