@@ -7,10 +7,14 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// Temperatures below this pick greedily, as vLLM's do: dividing logits by a smaller one
+/// overflows them to infinity and turns every probability into NaN.
+pub const GREEDY_BELOW_TEMPERATURE: f32 = 1e-5;
+
 /// Sampling settings of one sequence (OpenAI's and vLLM's names).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
-    /// 0 means greedy.
+    /// Below [`GREEDY_BELOW_TEMPERATURE`] (0 included) means greedy.
     pub temperature: f32,
     /// 0 means no limit.
     pub top_k: usize,
@@ -108,7 +112,7 @@ impl Sampler {
                 *l = f32::NEG_INFINITY;
             }
         }
-        let token = if self.params.temperature <= 0.0 {
+        let token = if self.is_greedy() {
             argmax(&logits)
         } else {
             self.draw(&logits)
@@ -123,6 +127,11 @@ impl Sampler {
             logprob,
             top_logprobs,
         }
+    }
+
+    fn is_greedy(&self) -> bool {
+        let t = self.params.temperature;
+        t.is_nan() || t < GREEDY_BELOW_TEMPERATURE
     }
 
     fn apply_penalties(&self, logits: &mut [f32]) {
@@ -153,13 +162,18 @@ impl Sampler {
         }
     }
 
+    /// Draws from `softmax(logits / T)`. Logits are shifted by the largest before they are
+    /// scaled, so every weight lies in [0, 1] and the top one is 1: no overflow, no NaN.
     fn draw(&mut self, logits: &[f32]) -> u32 {
-        let inv_t = 1.0 / self.params.temperature;
+        // An infinite logit has all the probability.
+        if logits.contains(&f32::INFINITY) {
+            return argmax(logits);
+        }
         let mut cands: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
             .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l * inv_t))
+            .map(|(i, &l)| (i as u32, l))
             .collect();
         if cands.is_empty() {
             return argmax(logits);
@@ -169,7 +183,11 @@ impl Sampler {
             cands.truncate(self.params.top_k);
         }
         let max = cands[0].1;
-        let mut probs: Vec<f32> = cands.iter().map(|(_, l)| (l - max).exp()).collect();
+        let inv_t = 1.0 / self.params.temperature;
+        let mut probs: Vec<f32> = cands
+            .iter()
+            .map(|(_, l)| ((l - max) * inv_t).exp())
+            .collect();
         let total: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if self.params.min_p > 0.0 {
@@ -226,15 +244,16 @@ fn log_probs(logits: &[f32], token: u32, n: usize) -> (Option<f32>, Vec<(u32, f3
     (chosen, top)
 }
 
-/// Index of the largest logit; the lowest index wins ties.
+/// Index of the largest logit; the lowest index wins ties and NaN never wins (0 when every
+/// logit is NaN).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
+    let mut best: Option<usize> = None;
     for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+        if !l.is_nan() && best.is_none_or(|b| l > logits[b]) {
+            best = Some(i);
         }
     }
-    best as u32
+    best.unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -327,6 +346,99 @@ mod tests {
         assert_eq!(s.sample(&logits), 2);
         let mut s = Sampler::new(SamplingParams::default());
         assert_eq!(s.sample_full(&logits, &[0]).token, 1);
+    }
+
+    /// Draws `rounds` tokens from `logits` with `params`, one fresh seed per round.
+    fn picks(params: &SamplingParams, logits: &[f32], rounds: u64) -> Vec<u32> {
+        (0..rounds)
+            .map(|seed| {
+                let mut s = Sampler::new(SamplingParams {
+                    seed,
+                    ..params.clone()
+                });
+                s.sample(logits)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn temperatures_below_the_greedy_threshold_pick_the_argmax() {
+        let logits = [1.0, 5.0, 3.0, 4.999];
+        for temperature in [1e-38, 1e-39, 1e-6, f32::MIN_POSITIVE] {
+            let params = SamplingParams {
+                temperature,
+                ..Default::default()
+            };
+            assert_eq!(
+                picks(&params, &logits, 20),
+                vec![1; 20],
+                "temperature {temperature:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_logits_never_make_the_draw_non_finite() {
+        // Scaled by 1/T these overflow to infinity; the draw must still favour the top one.
+        let logits = [3.0e38, -3.0e38, 3.4e38, 1.0];
+        for temperature in [0.5, 1.0, 2.0] {
+            let params = SamplingParams {
+                temperature,
+                ..Default::default()
+            };
+            assert_eq!(
+                picks(&params, &logits, 20),
+                vec![2; 20],
+                "temperature {temperature}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_finite_logit_among_negative_infinities_is_the_only_pick() {
+        let mut logits = vec![f32::NEG_INFINITY; 8];
+        logits[5] = -2.0;
+        for params in [
+            SamplingParams {
+                temperature: 1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: 1.5,
+                top_k: 3,
+                top_p: 0.2,
+                min_p: 0.5,
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(picks(&params, &logits, 10), vec![5; 10]);
+        }
+        // The same when every other token is banned rather than -inf.
+        let banned: Vec<u32> = (0..8).filter(|&t| t != 3).collect();
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            ..Default::default()
+        });
+        assert_eq!(s.sample_full(&[0.5; 8], &banned).token, 3);
+    }
+
+    #[test]
+    fn a_positive_infinite_logit_is_certain_and_nan_is_never_picked() {
+        let logits = [1.0, f32::INFINITY, 2.0, f32::NAN];
+        for temperature in [0.0, 1.0] {
+            let params = SamplingParams {
+                temperature,
+                ..Default::default()
+            };
+            assert_eq!(
+                picks(&params, &logits, 20),
+                vec![1; 20],
+                "temperature {temperature}"
+            );
+        }
+        assert_eq!(argmax(&[f32::NAN, 1.0, 3.0, f32::NAN]), 2);
+        let mut greedy = Sampler::new(SamplingParams::default());
+        assert_eq!(greedy.sample(&[f32::NAN, 0.5, -1.0]), 1);
     }
 
     #[test]
