@@ -417,37 +417,31 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn temperatures_below_the_greedy_threshold_pick_the_argmax() {
-        let logits = [1.0, 5.0, 3.0, 4.999];
-        for temperature in [1e-38, 1e-39, 1e-6, f32::MIN_POSITIVE] {
+    /// Asserts that every temperature picks `token` from `logits` under 20 seeds.
+    fn always_picks(logits: &[f32], temperatures: &[f32], token: u32) {
+        for &temperature in temperatures {
             let params = SamplingParams {
                 temperature,
                 ..Default::default()
             };
             assert_eq!(
-                picks(&params, &logits, 20),
-                vec![1; 20],
+                picks(&params, logits, 20),
+                vec![token; 20],
                 "temperature {temperature:e}"
             );
         }
     }
 
     #[test]
+    fn temperatures_below_the_greedy_threshold_pick_the_argmax() {
+        let tiny = [1e-38, 1e-39, 1e-6, f32::MIN_POSITIVE];
+        always_picks(&[1.0, 5.0, 3.0, 4.999], &tiny, 1);
+    }
+
+    #[test]
     fn huge_logits_never_make_the_draw_non_finite() {
         // Scaled by 1/T these overflow to infinity; the draw must still favour the top one.
-        let logits = [3.0e38, -3.0e38, 3.4e38, 1.0];
-        for temperature in [0.5, 1.0, 2.0] {
-            let params = SamplingParams {
-                temperature,
-                ..Default::default()
-            };
-            assert_eq!(
-                picks(&params, &logits, 20),
-                vec![2; 20],
-                "temperature {temperature}"
-            );
-        }
+        always_picks(&[3.0e38, -3.0e38, 3.4e38, 1.0], &[0.5, 1.0, 2.0], 2);
     }
 
     #[test]
@@ -480,18 +474,7 @@ mod tests {
 
     #[test]
     fn a_positive_infinite_logit_is_certain_and_nan_is_never_picked() {
-        let logits = [1.0, f32::INFINITY, 2.0, f32::NAN];
-        for temperature in [0.0, 1.0] {
-            let params = SamplingParams {
-                temperature,
-                ..Default::default()
-            };
-            assert_eq!(
-                picks(&params, &logits, 20),
-                vec![1; 20],
-                "temperature {temperature}"
-            );
-        }
+        always_picks(&[1.0, f32::INFINITY, 2.0, f32::NAN], &[0.0, 1.0], 1);
         assert_eq!(argmax(&[f32::NAN, 1.0, 3.0, f32::NAN]), 2);
         let mut greedy = Sampler::new(SamplingParams::default());
         assert_eq!(greedy.sample(&[f32::NAN, 0.5, -1.0]), 1);

@@ -133,8 +133,6 @@ fn prefix_hits_match_misses(m: &EpasLlama, pool: BlockPool) {
     // Another sharing depth never hits blocks computed under this one.
     let other = SharingPlan::with_sharing_layers(6, 1).unwrap();
     assert!(prefix.lookup(&other, &second).is_empty());
-    let stats = prefix.stats();
-    assert_eq!((stats.hits, stats.misses), (1, 2));
 
     drop((cached, fresh, hit));
     assert_eq!(prefix.evict(usize::MAX), 4 * 9);

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::body::parse;
+use super::chat_messages::chat_messages;
 use super::error::ApiError;
-use super::handlers::chat_messages;
+use super::field_names::field_names;
 use super::schema::*;
 use super::state::AppState;
 
@@ -66,7 +67,7 @@ pub async fn tokenize(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: TokenizeRequest = parse(&headers, &body, &[TOKENIZE_FIELDS])?;
+    let req: TokenizeRequest = parse(&headers, &body, &[field_names::<TokenizeRequest>()])?;
     let ready = state.ready()?;
     state.resolve(ready, req.model.as_deref(), None)?;
     let text = match (&req.prompt, &req.messages) {
@@ -92,7 +93,7 @@ pub async fn detokenize(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: DetokenizeRequest = parse(&headers, &body, &[DETOKENIZE_FIELDS])?;
+    let req: DetokenizeRequest = parse(&headers, &body, &[field_names::<DetokenizeRequest>()])?;
     let ready = state.ready()?;
     state.resolve(ready, req.model.as_deref(), None)?;
     let vocab = ready.info.config.vocab_size;

@@ -1,7 +1,9 @@
 //! The OpenAI-compatible HTTP server (axum): routes, authentication, limits, graceful drain.
 
 mod body;
+mod chat_messages;
 mod error;
+mod field_names;
 mod generation;
 mod handlers;
 mod misc;
