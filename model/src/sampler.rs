@@ -100,7 +100,27 @@ impl Sampler {
     }
 
     pub fn sample_full(&mut self, raw: &[f32], banned: &[u32]) -> Sampled {
-        let logits = self.adjusted(raw, banned);
+        self.sample_allowed(raw, banned, None)
+    }
+
+    /// Picks a token among those `allowed` (a bit set: bit `t % 32` of word `t / 32` allows
+    /// token `t`, as an output constraint's mask), never a `banned` one. When nothing is
+    /// allowed, the result is the argmax of the masked logits, which the caller must refuse.
+    pub fn sample_allowed(
+        &mut self,
+        raw: &[f32],
+        banned: &[u32],
+        allowed: Option<&[u32]>,
+    ) -> Sampled {
+        let mut logits = self.adjusted(raw, banned);
+        if let Some(mask) = allowed {
+            for (t, l) in logits.iter_mut().enumerate() {
+                let word = mask.get(t / 32).copied().unwrap_or(0);
+                if word >> (t % 32) & 1 == 0 {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
         let token = if self.is_greedy() {
             argmax(&logits)
         } else {
@@ -574,6 +594,25 @@ mod tests {
             token,
             logprob: None,
             top_logprobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_allowed_tokens_are_picked() {
+        let logits = [1.0f32, 5.0, 3.0, 4.0, 2.0];
+        // Tokens 2 and 4 allowed.
+        let mask = [0b10100u32];
+        let mut greedy = Sampler::new(SamplingParams::default());
+        assert_eq!(greedy.sample_allowed(&logits, &[], Some(&mask)).token, 2);
+        assert_eq!(greedy.sample_allowed(&logits, &[2], Some(&mask)).token, 4);
+        for seed in 0..200 {
+            let mut s = Sampler::new(SamplingParams {
+                temperature: 1.5,
+                seed,
+                ..Default::default()
+            });
+            let t = s.sample_allowed(&logits, &[], Some(&mask)).token;
+            assert!(t == 2 || t == 4, "{t}");
         }
     }
 }

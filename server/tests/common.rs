@@ -8,8 +8,8 @@ use candle_core::Device;
 use epas_model::init::random_model;
 use epas_model::{EpasLlama, LlamaConfig, SharingPlan, TextTokenizer};
 use epas_server::engine::{
-    EngineConfig, EngineEvent, EngineHandle, FinishReason, GenerationParams, GenerationRequest,
-    NoObserver, Usage,
+    EngineConfig, EngineEvent, EngineHandle, Failure, FinishReason, GenerationParams,
+    GenerationRequest, NoObserver, Usage,
 };
 
 pub fn smollm2() -> &'static (Arc<EpasLlama>, Arc<TextTokenizer>) {
@@ -76,6 +76,7 @@ pub fn request(
             ignore_eos: true,
             ..Default::default()
         },
+        constraint: None,
     }
 }
 
@@ -124,7 +125,7 @@ pub fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>, n: usi
                 o.usage = Some(usage);
                 break;
             }
-            EngineEvent::Error { message } => {
+            EngineEvent::Error(Failure { message, .. }) => {
                 o.error = Some(message);
                 break;
             }

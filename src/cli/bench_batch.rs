@@ -87,6 +87,7 @@ pub fn run(args: BenchBatchArgs) -> anyhow::Result<()> {
                     ignore_eos: true,
                     ..Default::default()
                 },
+                constraint: None,
             };
             let started = Instant::now();
             let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
@@ -103,7 +104,7 @@ pub fn run(args: BenchBatchArgs) -> anyhow::Result<()> {
                         while let Some(ev) = rx.blocking_recv() {
                             match ev {
                                 EngineEvent::Token { .. } => n += 1,
-                                EngineEvent::Done { .. } | EngineEvent::Error { .. } => break,
+                                EngineEvent::Done { .. } | EngineEvent::Error(_) => break,
                                 _ => {}
                             }
                         }

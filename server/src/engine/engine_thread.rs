@@ -107,7 +107,7 @@ impl EngineThread {
         for emitted in self.scheduler.take_events() {
             let last = matches!(
                 emitted.event,
-                EngineEvent::Done { .. } | EngineEvent::Error { .. }
+                EngineEvent::Done { .. } | EngineEvent::Error(_)
             );
             if let Some(tx) = self.channels.get(&emitted.request) {
                 let _ = tx.send(emitted.event);

@@ -1,18 +1,25 @@
 //! Runs a step: one batched forward over the scheduled rows, then sampling. A forward that fails
 //! is retried row by row (the forward changes no cache when it fails), so only the sequences
-//! that cause an error fail and the others still advance.
+//! that cause an error fail and the others still advance. The token masks of constrained rows
+//! are computed on another thread while the forward runs.
 
 use std::sync::Arc;
 
 use epas_model::sampler::Sampler;
-use epas_model::{Logits, SequenceStep};
+use epas_model::SequenceStep;
+use llguidance::toktrie::SimpleVob;
+use llguidance::Matcher;
 
 use super::model::StepModel;
-use super::scheduler::{BatchRow, RowOutput};
+use super::request::Failure;
+use super::scheduler::{BatchRow, RowInput, RowOutput, RowSampling};
 
 pub(crate) struct Executor {
     model: Arc<dyn StepModel>,
 }
+
+/// A constrained row's mask: which tokens its constraint allows next.
+type Mask = Option<Result<SimpleVob, String>>;
 
 impl Executor {
     pub fn new(model: Arc<dyn StepModel>) -> Self {
@@ -20,19 +27,45 @@ impl Executor {
     }
 
     pub fn execute(&self, rows: &mut [BatchRow<'_>]) -> Vec<RowOutput> {
-        match self.forward(rows) {
-            Ok(logits) => sample(rows, logits),
-            Err(error) if rows.len() == 1 => vec![RowOutput::Failed(error.to_string())],
+        let (mut inputs, mut samplings): (Vec<_>, Vec<_>) = rows
+            .iter_mut()
+            .map(|row| (&mut row.input, &mut row.sample))
+            .unzip();
+        let constrained = samplings
+            .iter()
+            .any(|s| s.as_ref().is_some_and(|s| s.constraint.is_some()));
+        let (forward, masks) = if constrained {
+            std::thread::scope(|scope| {
+                let masks = scope.spawn(|| compute_masks(&mut samplings));
+                let forward = self.forward(&mut inputs);
+                let masks = masks
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (forward, masks)
+            })
+        } else {
+            (self.forward(&mut inputs), Vec::new())
+        };
+        match forward {
+            Ok(logits) => sample_rows(&mut inputs, &mut samplings, logits, &masks),
+            Err(error) if inputs.len() == 1 => {
+                vec![RowOutput::Failed(Failure::engine(error.to_string()))]
+            }
             Err(error) => {
-                tracing::warn!(%error, rows = rows.len(), "step failed; retrying each sequence alone");
-                rows.iter_mut()
-                    .flat_map(|row| {
-                        let alone = std::slice::from_mut(row);
-                        match self.forward(alone) {
-                            Ok(logits) => sample(alone, logits),
+                tracing::warn!(%error, rows = inputs.len(), "step failed; retrying each sequence alone");
+                (0..inputs.len())
+                    .flat_map(|i| {
+                        let input = std::slice::from_mut(&mut inputs[i]);
+                        match self.forward(input) {
+                            Ok(logits) => sample_rows(
+                                input,
+                                std::slice::from_mut(&mut samplings[i]),
+                                logits,
+                                masks.get(i..=i).unwrap_or_default(),
+                            ),
                             Err(error) => {
                                 tracing::error!(%error, "sequence failed");
-                                vec![RowOutput::Failed(error.to_string())]
+                                vec![RowOutput::Failed(Failure::engine(error.to_string()))]
                             }
                         }
                     })
@@ -41,43 +74,101 @@ impl Executor {
         }
     }
 
-    fn forward(&self, rows: &mut [BatchRow<'_>]) -> epas_model::Result<Vec<Option<Vec<f32>>>> {
-        let mut steps: Vec<SequenceStep<'_>> = rows
+    fn forward(
+        &self,
+        inputs: &mut [&mut RowInput<'_>],
+    ) -> epas_model::Result<Vec<Option<Vec<f32>>>> {
+        let mut steps: Vec<SequenceStep<'_>> = inputs
             .iter_mut()
-            .map(|row| SequenceStep {
-                tokens: row.tokens,
-                cache: &mut *row.cache,
-                logits: match (&row.sample, row.draft.is_empty()) {
-                    (None, _) => Logits::Skip,
-                    (Some(_), true) => Logits::Last,
-                    (Some(_), false) => Logits::All,
-                },
+            .map(|input| SequenceStep {
+                tokens: input.tokens,
+                logits: input.logits,
+                cache: &mut *input.cache,
             })
             .collect();
         self.model.forward(&mut steps)
     }
 }
 
-fn sample(rows: &mut [BatchRow<'_>], logits: Vec<Option<Vec<f32>>>) -> Vec<RowOutput> {
-    if logits.len() != rows.len() {
+/// The masks of the constrained rows (`None` for the others).
+fn compute_masks(samplings: &mut [&mut Option<RowSampling<'_>>]) -> Vec<Mask> {
+    samplings
+        .iter_mut()
+        .map(|s| {
+            let matcher = s.as_mut()?.constraint.as_mut()?;
+            Some(matcher.compute_mask().map_err(|e| e.to_string()))
+        })
+        .collect()
+}
+
+/// Samples rows from their logits; `masks` holds the rows' masks, or nothing when no row is
+/// constrained.
+fn sample_rows(
+    inputs: &mut [&mut RowInput<'_>],
+    samplings: &mut [&mut Option<RowSampling<'_>>],
+    logits: Vec<Option<Vec<f32>>>,
+    masks: &[Mask],
+) -> Vec<RowOutput> {
+    if logits.len() != inputs.len() {
         let message = format!(
             "the model returned {} outputs for {} rows",
             logits.len(),
-            rows.len()
+            inputs.len()
         );
-        return vec![RowOutput::Failed(message); rows.len()];
+        return vec![RowOutput::Failed(Failure::engine(message)); inputs.len()];
     }
-    rows.iter_mut()
+    inputs
+        .iter()
+        .zip(samplings.iter_mut())
         .zip(logits)
-        .map(|(row, logits)| match (row.sample.as_mut(), logits) {
-            (None, _) => RowOutput::Computed,
-            (Some(_), None) => RowOutput::Failed("the model returned no logits".into()),
-            (Some((sampler, banned)), Some(logits)) if row.draft.is_empty() => {
-                RowOutput::Sampled(sampler.sample_full(&logits, banned))
-            }
-            (Some((sampler, banned)), Some(logits)) => verify(sampler, banned, row.draft, &logits),
-        })
+        .enumerate()
+        .map(
+            |(i, ((input, sampling), logits))| match (sampling.as_mut(), logits) {
+                (None, _) => RowOutput::Computed,
+                (Some(_), None) => {
+                    RowOutput::Failed(Failure::engine("the model returned no logits"))
+                }
+                (Some(s), Some(logits)) if input.draft.is_empty() => {
+                    sample_one(s, &logits, masks.get(i).and_then(Option::as_ref))
+                }
+                (Some(s), Some(logits)) => verify(s.sampler, s.banned, input.draft, &logits),
+            },
+        )
         .collect()
+}
+
+/// Picks a row's next token, within its constraint's mask when it has one, and advances the
+/// constraint with it.
+fn sample_one(
+    s: &mut RowSampling<'_>,
+    logits: &[f32],
+    mask: Option<&Result<SimpleVob, String>>,
+) -> RowOutput {
+    let Some(matcher) = s.constraint.as_deref_mut() else {
+        return RowOutput::Sampled(s.sampler.sample_full(logits, s.banned));
+    };
+    let allowed = match mask {
+        Some(Ok(mask)) => mask,
+        Some(Err(e)) => {
+            return RowOutput::Failed(Failure::constraint(format!(
+                "the output constraint could not go on: {e}"
+            )))
+        }
+        None => return RowOutput::Failed(Failure::engine("no mask for a constrained row")),
+    };
+    let sampled = s
+        .sampler
+        .sample_allowed(logits, s.banned, Some(allowed.as_slice()));
+    match advance(matcher, sampled.token) {
+        Ok(()) => RowOutput::Sampled(sampled),
+        Err(e) => RowOutput::Failed(Failure::constraint(e)),
+    }
+}
+
+fn advance(matcher: &mut Matcher, token: u32) -> Result<(), String> {
+    matcher.consume_token(token).map_err(|e| {
+        format!("the output constraint could not take the sampled token: {e}")
+    })
 }
 
 /// Checks a draft against the logits of the pending position and of each drafted one: drafted
@@ -86,7 +177,9 @@ fn sample(rows: &mut [BatchRow<'_>], logits: Vec<Option<Vec<f32>>>) -> Vec<RowOu
 fn verify(sampler: &mut Sampler, banned: &[u32], draft: &[u32], logits: &[f32]) -> RowOutput {
     let positions = draft.len() + 1;
     if logits.is_empty() || !logits.len().is_multiple_of(positions) {
-        return RowOutput::Failed("the model returned logits of the wrong shape".into());
+        return RowOutput::Failed(Failure::engine(
+            "the model returned logits of the wrong shape",
+        ));
     }
     let vocab = logits.len() / positions;
     let mut tokens = Vec::with_capacity(positions);

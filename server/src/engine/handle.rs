@@ -17,7 +17,8 @@ use super::panic_guard;
 use super::request::{EngineEvent, GenerationRequest};
 use super::scheduler::Scheduler;
 use super::state::{EngineSnapshot, EngineState};
-use super::validate::{InvalidRequest, RequestLimits, ValidRequest};
+use super::structured::ConstraintCompiler;
+use super::validate::{InvalidRequest, RequestLimits, ValidRequest, Validator};
 use super::Submission;
 
 /// Why a valid request was not accepted.
@@ -38,7 +39,7 @@ pub struct EngineHandle {
     state: Arc<EngineState>,
     next_id: Arc<AtomicU64>,
     config: EngineConfig,
-    limits: RequestLimits,
+    validator: Arc<Validator>,
 }
 
 impl EngineHandle {
@@ -67,6 +68,10 @@ impl EngineHandle {
             block_size: config.block_size,
             max_n: config.max_batch_size,
         };
+        let validator = Arc::new(Validator {
+            limits,
+            compiler: ConstraintCompiler::new(tokenizer.clone(), model.vocab_size()),
+        });
         let state = Arc::new(EngineState::default());
         state.kv_blocks_total.store(blocks, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
@@ -91,18 +96,19 @@ impl EngineHandle {
             state,
             next_id: Arc::new(AtomicU64::new(1)),
             config,
-            limits,
+            validator,
         })
     }
 
     /// What requests are checked against.
     pub fn limits(&self) -> &RequestLimits {
-        &self.limits
+        &self.validator.limits
     }
 
-    /// Checks `request` against the model and the engine ([`RequestLimits::validate`]).
+    /// The validation step: checks `request` against the model and the engine and compiles its
+    /// output constraint (on the caller's thread, not the engine's).
     pub fn validate(&self, request: GenerationRequest) -> Result<ValidRequest, InvalidRequest> {
-        self.limits.validate(request)
+        self.validator.validate(request)
     }
 
     /// Queues a request; its events arrive on the returned receiver. Dropping the receiver

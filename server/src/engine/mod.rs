@@ -20,6 +20,7 @@ mod scheduler;
 mod speculative;
 mod state;
 mod stop;
+mod structured;
 mod validate;
 
 use std::time::Instant;
@@ -29,11 +30,13 @@ pub use handle::{EngineHandle, SubmitError};
 pub use model::StepModel;
 pub use observer::{EngineObserver, NoObserver, StepPhase};
 pub use request::{
-    EngineEvent, FinishReason, GenerationParams, GenerationRequest, TokenLogprobs, Usage,
+    EngineEvent, Failure, FailureCause, FinishReason, GenerationParams, GenerationRequest,
+    TokenLogprobs, Usage,
 };
 pub use speculative::SpeculativeConfig;
 pub use state::{EngineSnapshot, EngineState};
 pub use stop::{StopCheck, StopMatcher};
+pub use structured::{OutputConstraint, RequestConstraint};
 pub use validate::{InvalidRequest, RequestLimits, ValidRequest};
 
 pub(crate) struct Submission {

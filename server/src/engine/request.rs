@@ -3,6 +3,8 @@
 use epas_model::sampler::SamplingParams;
 use epas_model::SharingPlan;
 
+use super::structured::RequestConstraint;
+
 /// Generation settings of one request.
 #[derive(Debug, Clone)]
 pub struct GenerationParams {
@@ -42,6 +44,8 @@ pub struct GenerationRequest {
     pub prompt: Vec<u32>,
     pub plan: SharingPlan,
     pub params: GenerationParams,
+    /// What the output must match (structured outputs); `None`: free text.
+    pub constraint: Option<RequestConstraint>,
 }
 
 /// Why one choice ended.
@@ -98,7 +102,38 @@ pub enum EngineEvent {
     Done {
         usage: Usage,
     },
-    Error {
-        message: String,
-    },
+    Error(Failure),
+}
+
+/// Whose fault a failed request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// The model or the engine: a server error.
+    Engine,
+    /// The request's own output constraint could not go on (it exceeded its limits while
+    /// generating): the client's.
+    Constraint,
+}
+
+/// Why a request ended before it finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub cause: FailureCause,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn engine(message: impl Into<String>) -> Self {
+        Self {
+            cause: FailureCause::Engine,
+            message: message.into(),
+        }
+    }
+
+    pub fn constraint(message: impl Into<String>) -> Self {
+        Self {
+            cause: FailureCause::Constraint,
+            message: message.into(),
+        }
+    }
 }

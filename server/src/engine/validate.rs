@@ -1,24 +1,60 @@
-//! The one check a request passes before the engine takes it: [`RequestLimits::validate`] turns a
+//! The one check a request passes before the engine takes it: [`Validator::validate`] turns a
 //! [`GenerationRequest`] into a [`ValidRequest`], which only it can make, and the engine then
 //! trusts it as is (it never re-checks the prompt).
 
 use epas_model::paged::PagedSequence;
 use epas_model::SharingPlan;
+use llguidance::Matcher;
 
 use super::request::GenerationRequest;
+use super::structured::ConstraintCompiler;
 
 /// A request that fits this engine: a non-empty prompt of known tokens, `n` and `max_tokens`
-/// within limits, and prompt plus output within both the model's context and the KV pool.
-#[derive(Debug, Clone)]
-pub struct ValidRequest(GenerationRequest);
+/// within limits, prompt plus output within both the model's context and the KV pool, and an
+/// output constraint that compiled.
+pub struct ValidRequest {
+    request: GenerationRequest,
+    /// The compiled output constraint, at the start of its language.
+    matcher: Option<Matcher>,
+}
+
+impl std::fmt::Debug for ValidRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidRequest")
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
 
 impl ValidRequest {
     pub fn request(&self) -> &GenerationRequest {
-        &self.0
+        &self.request
     }
 
-    pub(crate) fn into_inner(self) -> GenerationRequest {
-        self.0
+    pub(crate) fn into_parts(self) -> (GenerationRequest, Option<Matcher>) {
+        (self.request, self.matcher)
+    }
+}
+
+/// Checks requests against the limits and compiles their output constraints.
+pub(crate) struct Validator {
+    pub limits: RequestLimits,
+    pub compiler: ConstraintCompiler,
+}
+
+impl Validator {
+    pub fn validate(&self, request: GenerationRequest) -> Result<ValidRequest, InvalidRequest> {
+        self.limits.check(&request)?;
+        let matcher = match &request.constraint {
+            None => None,
+            Some(c) => Some(self.compiler.compile(&c.output).map_err(|e| {
+                InvalidRequest::new(
+                    c.field,
+                    format!("the {} constraint is not usable: {e}", c.output.kind()),
+                )
+            })?),
+        };
+        Ok(ValidRequest { request, matcher })
     }
 }
 
@@ -77,7 +113,8 @@ impl RequestLimits {
         self.max_sequence_tokens(plan).saturating_sub(prompt_len)
     }
 
-    pub fn validate(&self, request: GenerationRequest) -> Result<ValidRequest, InvalidRequest> {
+    /// Checks the prompt, `n` and the lengths of `request`.
+    pub fn check(&self, request: &GenerationRequest) -> Result<(), InvalidRequest> {
         let plan = request.plan;
         if plan.num_layers() != self.num_layers {
             return Err(InvalidRequest::new(
@@ -138,7 +175,7 @@ impl RequestLimits {
                 ),
             ));
         }
-        Ok(ValidRequest(request))
+        Ok(())
     }
 
     fn limit_reason(&self, plan: &SharingPlan) -> String {
@@ -179,6 +216,7 @@ mod tests {
                 max_tokens,
                 ..Default::default()
             },
+            constraint: None,
         }
     }
 
@@ -195,17 +233,17 @@ mod tests {
             limits(10_000).max_sequence_tokens(&SharingPlan::none(4)),
             256
         );
-        assert!(l.validate(request(90, 6, 0.0)).is_ok());
-        let err = l.validate(request(90, 7, 0.0)).unwrap_err();
+        assert!(l.check(&request(90, 6, 0.0)).is_ok());
+        let err = l.check(&request(90, 7, 0.0)).unwrap_err();
         assert_eq!(
             (err.param, err.code),
             ("max_tokens", Some("context_length_exceeded"))
         );
         assert!(err.message.contains("KV cache"), "{}", err.message);
-        assert!(l.validate(request(90, 38, 0.5)).is_ok());
-        let err = l.validate(request(96, 1, 0.0)).unwrap_err();
+        assert!(l.check(&request(90, 38, 0.5)).is_ok());
+        let err = l.check(&request(96, 1, 0.0)).unwrap_err();
         assert_eq!(err.param, "prompt");
-        let err = limits(10_000).validate(request(200, 57, 0.0)).unwrap_err();
+        let err = limits(10_000).check(&request(200, 57, 0.0)).unwrap_err();
         assert!(
             err.message.contains("model's context is 256"),
             "{}",
@@ -218,18 +256,18 @@ mod tests {
         let l = limits(1000);
         let mut r = request(4, 4, 0.0);
         r.prompt[2] = 100;
-        assert_eq!(l.validate(r).unwrap_err().param, "prompt");
-        assert_eq!(l.validate(request(0, 4, 0.0)).unwrap_err().param, "prompt");
+        assert_eq!(l.check(&r).unwrap_err().param, "prompt");
+        assert_eq!(l.check(&request(0, 4, 0.0)).unwrap_err().param, "prompt");
         assert_eq!(
-            l.validate(request(4, 0, 0.0)).unwrap_err().param,
+            l.check(&request(4, 0, 0.0)).unwrap_err().param,
             "max_tokens"
         );
         let mut r = request(4, 4, 0.0);
         r.params.n = 5;
-        assert_eq!(l.validate(r).unwrap_err().param, "n");
+        assert_eq!(l.check(&r).unwrap_err().param, "n");
         let mut r = request(4, 4, 0.0);
         r.plan = SharingPlan::none(3);
-        assert_eq!(l.validate(r).unwrap_err().param, "sharing_ratio");
+        assert_eq!(l.check(&r).unwrap_err().param, "sharing_ratio");
         assert_eq!(l.room(&SharingPlan::none(4), 250), 6);
     }
 }

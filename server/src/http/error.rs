@@ -139,3 +139,17 @@ impl From<crate::engine::InvalidRequest> for ApiError {
         Self::invalid(e.param, e.message).with_code(code)
     }
 }
+
+/// A request that failed while generating: a 500 when the engine failed, a 400 when its own
+/// output constraint could not go on.
+impl From<crate::engine::Failure> for ApiError {
+    fn from(f: crate::engine::Failure) -> Self {
+        match f.cause {
+            crate::engine::FailureCause::Engine => Self::internal(f.message),
+            crate::engine::FailureCause::Constraint => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", f.message)
+                    .with_code("constraint_failed")
+            }
+        }
+    }
+}

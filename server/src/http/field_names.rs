@@ -121,7 +121,6 @@ mod tests {
                 "max_completion_tokens",
                 "logprobs",
                 "top_logprobs",
-                "response_format",
                 "tools",
                 "tool_choice",
             ]

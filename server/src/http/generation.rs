@@ -13,15 +13,24 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::error::ApiError;
 use super::responses::{Endpoint, Envelope, LogprobsBuilder};
 use super::state::{AppState, Ready, ResolvedModel};
-use crate::engine::{EngineEvent, SubmitError, TokenLogprobs, Usage, ValidRequest};
+use crate::engine::{
+    EngineEvent, GenerationRequest, SubmitError, TokenLogprobs, Usage, ValidRequest,
+};
 
-/// A request ready for the engine.
+/// A request read from its body, before the engine's validation step, and how to answer it.
 pub struct Prepared {
-    pub request: ValidRequest,
+    pub request: GenerationRequest,
+    pub answer: Answer,
+}
+
+/// The shape of a request's answer.
+pub struct Answer {
     pub resolved: ResolvedModel,
     pub stream: bool,
     pub include_usage: bool,
     pub envelope: Envelope,
+    pub n: usize,
+    pub want_logprobs: bool,
 }
 
 pub fn epas_object(resolved: &ResolvedModel) -> Value {
@@ -41,22 +50,32 @@ pub fn new_id(prefix: &str) -> String {
     )
 }
 
+/// The engine's validation step. Compiling an output constraint can take milliseconds, so a
+/// constrained request is validated on a blocking thread, not the async runtime's.
+pub async fn validate(ready: &Ready, request: GenerationRequest) -> Result<ValidRequest, ApiError> {
+    if request.constraint.is_none() {
+        return Ok(ready.engine.validate(request)?);
+    }
+    let engine = ready.engine.clone();
+    tokio::task::spawn_blocking(move || engine.validate(request))
+        .await
+        .map_err(|e| ApiError::internal(format!("validating the request: {e}")))?
+        .map_err(ApiError::from)
+}
+
 /// Hands the request to the engine; a refusal becomes its HTTP error (counted by the layer
 /// that counts every generation request).
 pub fn submit(
     ready: &Ready,
-    prepared: &Prepared,
+    request: ValidRequest,
 ) -> Result<UnboundedReceiver<EngineEvent>, ApiError> {
-    ready
-        .engine
-        .submit(prepared.request.clone())
-        .map_err(|e| match &e {
-            SubmitError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
-            SubmitError::Draining => ApiError::draining(),
-            SubmitError::Stopped => {
-                ApiError::engine_failed(ready.engine.failure().unwrap_or("the engine has stopped"))
-            }
-        })
+    ready.engine.submit(request).map_err(|e| match &e {
+        SubmitError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
+        SubmitError::Draining => ApiError::draining(),
+        SubmitError::Stopped => {
+            ApiError::engine_failed(ready.engine.failure().unwrap_or("the engine has stopped"))
+        }
+    })
 }
 
 fn with_epas_headers(mut response: Response, resolved: &ResolvedModel) -> Response {
@@ -86,39 +105,33 @@ fn token_logprobs(
 /// Answers a request once the engine accepted it.
 pub async fn respond(
     state: Arc<AppState>,
-    prepared: Prepared,
+    answer: Answer,
     rx: UnboundedReceiver<EngineEvent>,
 ) -> Result<Response, ApiError> {
-    let resolved = prepared.resolved;
-    let response = if prepared.stream {
-        let stream = sse_stream(state.clone(), prepared, rx);
+    let resolved = answer.resolved;
+    let response = if answer.stream {
+        let stream = sse_stream(state.clone(), answer, rx);
         Sse::new(stream)
             .keep_alive(KeepAlive::default())
             .into_response()
     } else {
-        collect(&state, prepared, rx).await?.into_response()
+        collect(&state, answer, rx).await?.into_response()
     };
     Ok(with_epas_headers(response, &resolved))
 }
 
 async fn collect(
     state: &AppState,
-    prepared: Prepared,
+    answer: Answer,
     mut rx: UnboundedReceiver<EngineEvent>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let n = prepared.request.request().params.n;
+    let n = answer.n;
     let tokenizer = state.ready()?.tokenizer.clone();
     let mut texts = vec![String::new(); n];
     let mut finish = vec!["length"; n];
     let mut logprobs = vec![LogprobsBuilder::default(); n];
-    let want_logprobs = prepared
-        .request
-        .request()
-        .params
-        .sampling
-        .logprobs
-        .is_some();
-    let env = &prepared.envelope;
+    let want_logprobs = answer.want_logprobs;
+    let env = &answer.envelope;
     while let Some(ev) = rx.recv().await {
         match ev {
             EngineEvent::Token {
@@ -154,7 +167,7 @@ async fn collect(
                     .collect();
                 return Ok(axum::Json(env.response(choices, &usage)));
             }
-            EngineEvent::Error { message } => return Err(ApiError::internal(message)),
+            EngineEvent::Error(failure) => return Err(ApiError::from(failure)),
         }
     }
     Err(ApiError::internal(
@@ -221,8 +234,8 @@ impl StreamState {
                 self.queue.push_back(data(&chunk));
             }
             EngineEvent::Done { usage } => self.finish(Some(usage)),
-            EngineEvent::Error { message } => {
-                let err = ApiError::internal(message);
+            EngineEvent::Error(failure) => {
+                let err = ApiError::from(failure);
                 self.queue.push_back(data(&err.body()));
                 self.finish(None);
             }
@@ -240,23 +253,16 @@ impl StreamState {
 
 fn sse_stream(
     state: Arc<AppState>,
-    prepared: Prepared,
+    answer: Answer,
     rx: UnboundedReceiver<EngineEvent>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let n = prepared.request.request().params.n;
     let s = StreamState {
         state,
         rx,
-        want_logprobs: prepared
-            .request
-            .request()
-            .params
-            .sampling
-            .logprobs
-            .is_some(),
-        envelope: prepared.envelope,
-        include_usage: prepared.include_usage,
-        started: vec![false; n],
+        want_logprobs: answer.want_logprobs,
+        envelope: answer.envelope,
+        include_usage: answer.include_usage,
+        started: vec![false; answer.n],
         queue: Default::default(),
         done: false,
     };

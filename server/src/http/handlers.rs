@@ -11,11 +11,14 @@ use super::body::{parse_object, typed};
 use super::chat_messages::chat_messages;
 use super::error::ApiError;
 use super::field_names::field_names;
-use super::generation::{endpoint_prefix, epas_object, new_id, respond, submit, Prepared};
+use super::generation::{
+    endpoint_prefix, epas_object, new_id, respond, submit, validate, Answer, Prepared,
+};
 use super::params::{generation_params, Limits};
 use super::responses::{Endpoint, Envelope};
 use super::schema::*;
-use super::state::{AppState, Ready, ResolvedModel};
+use super::state::{AppState, ResolvedModel};
+use super::structured_params::StructuredParams;
 use crate::engine::{GenerationParams, GenerationRequest};
 
 fn now() -> u64 {
@@ -29,38 +32,42 @@ async fn run(state: Arc<AppState>, prepared: Result<Prepared, ApiError>) -> Resp
     let result = async {
         let prepared = prepared?;
         let ready = state.ready()?;
-        let rx = submit(ready, &prepared)?;
-        respond(state.clone(), prepared, rx).await
+        let request = validate(ready, prepared.request).await?;
+        let rx = submit(ready, request)?;
+        respond(state.clone(), prepared.answer, rx).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The validation step's last part: the engine's check of the prompt, `n` and the lengths.
+/// The request the engine will validate, and the shape of its answer.
 fn prepared(
     state: &AppState,
-    ready: &Ready,
     endpoint: Endpoint,
     common: &CommonParams,
+    structured: &StructuredParams,
     prompt: Vec<u32>,
     resolved: ResolvedModel,
     params: GenerationParams,
 ) -> Result<Prepared, ApiError> {
-    let request = ready.engine.validate(GenerationRequest {
-        prompt,
-        plan: resolved.plan,
-        params,
-    })?;
-    Ok(Prepared {
-        request,
+    let answer = Answer {
         stream: common.stream,
         include_usage: common
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage),
         envelope: envelope(endpoint, &common.model, state, epas_object(&resolved)),
+        n: params.n,
+        want_logprobs: params.sampling.logprobs.is_some(),
         resolved,
-    })
+    };
+    let request = GenerationRequest {
+        prompt,
+        plan: resolved.plan,
+        params,
+        constraint: structured.constraint()?,
+    };
+    Ok(Prepared { request, answer })
 }
 
 fn envelope(
@@ -100,9 +107,11 @@ fn prepare_completion(
         &[
             field_names::<CommonParams>(),
             field_names::<CompletionRequest>(),
+            field_names::<StructuredParams>(),
         ],
     )?;
     let common: CommonParams = typed(&value)?;
+    let structured: StructuredParams = typed(&value)?;
     let req: CompletionRequest = typed(&value)?;
     let ready = state.ready()?;
     if req.echo {
@@ -157,9 +166,9 @@ fn prepare_completion(
     let params = generation_params(&common, &state.config, limits)?;
     prepared(
         state,
-        ready,
         Endpoint::Completion,
         &common,
+        &structured,
         ids,
         resolved,
         params,
@@ -175,9 +184,14 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
     let value = parse_object(
         headers,
         body,
-        &[field_names::<CommonParams>(), field_names::<ChatRequest>()],
+        &[
+            field_names::<CommonParams>(),
+            field_names::<ChatRequest>(),
+            field_names::<StructuredParams>(),
+        ],
     )?;
     let common: CommonParams = typed(&value)?;
+    let structured: StructuredParams = typed(&value)?;
     let req: ChatRequest = typed(&value)?;
     let ready = state.ready()?;
     if req.tools.is_some() || req.tool_choice.is_some() {
@@ -187,14 +201,6 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
             "tool_choice"
         };
         return Err(ApiError::invalid(param, "tool calls are not supported"));
-    }
-    if let Some(f) = &req.response_format {
-        if f.get("type").and_then(|t| t.as_str()) != Some("text") {
-            return Err(ApiError::invalid(
-                "response_format",
-                "only {\"type\": \"text\"} is supported",
-            ));
-        }
     }
     let resolved = state.resolve(ready, common.model.as_deref(), common.sharing_ratio)?;
     let messages = chat_messages(&req.messages)?;
@@ -240,5 +246,13 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
         logprobs,
     };
     let params = generation_params(&common, &state.config, limits)?;
-    prepared(state, ready, Endpoint::Chat, &common, ids, resolved, params)
+    prepared(
+        state,
+        Endpoint::Chat,
+        &common,
+        &structured,
+        ids,
+        resolved,
+        params,
+    )
 }

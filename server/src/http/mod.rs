@@ -15,6 +15,7 @@ mod responses;
 mod schema;
 mod shutdown;
 mod state;
+mod structured_params;
 mod tokenizer_routes;
 
 use std::net::SocketAddr;

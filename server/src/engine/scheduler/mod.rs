@@ -24,16 +24,17 @@ use std::time::Instant;
 
 use epas_model::paged::{BlockPool, PagedSequence, PrefixCache};
 use epas_model::sampler::Sampler;
-use epas_model::{IncrementalDecoder, KvCache, TextTokenizer};
+use epas_model::{IncrementalDecoder, KvCache, Logits, TextTokenizer};
+use llguidance::Matcher;
 
 pub(crate) use kv_space::KvSpace;
-pub(crate) use plan::{BatchRow, RowOutput, ScheduledRow, StepPlan};
+pub(crate) use plan::{BatchRow, RowInput, RowOutput, RowSampling, ScheduledRow, StepPlan};
 pub(crate) use sequence::SeqId;
 use sequence::{Running, Sequence};
 
 use super::config::EngineConfig;
 use super::observer::EngineObserver;
-use super::request::{EngineEvent, FinishReason, Usage};
+use super::request::{EngineEvent, Failure, FinishReason, Usage};
 use super::speculative::{ngram, DraftRecord};
 use super::stop::StopMatcher;
 use super::validate::ValidRequest;
@@ -51,7 +52,7 @@ pub(crate) enum Abort {
     /// Its consumer went away; nothing is sent.
     Cancelled,
     /// It cannot go on; its stream ends with this error.
-    Failed(String),
+    Failed(Failure),
 }
 
 /// What the scheduler keeps per request besides its sequences.
@@ -115,7 +116,7 @@ impl Scheduler {
 
     /// Queues request `id` behind every request already here.
     pub fn add(&mut self, id: u64, request: ValidRequest, arrival: Instant) {
-        let request = request.into_inner();
+        let (request, matcher) = request.into_parts();
         let params = Arc::new(request.params);
         for index in 0..params.n {
             let mut sampling = params.sampling.clone();
@@ -133,6 +134,8 @@ impl Scheduler {
                 last_token_at: None,
                 admitted_once: false,
                 drafts: DraftRecord::default(),
+                // Each choice walks the constraint on its own.
+                constraint: matcher.as_ref().map(Matcher::deep_clone),
             });
         }
         self.requests.insert(
@@ -205,9 +208,9 @@ impl Scheduler {
                 let id = self.running[0].seq.id.request;
                 self.abort(
                     id,
-                    Abort::Failed(
-                        "the KV cache cannot hold this sequence (raise --kv-cache-tokens)".into(),
-                    ),
+                    Abort::Failed(Failure::engine(
+                        "the KV cache cannot hold this sequence (raise --kv-cache-tokens)",
+                    )),
                 );
             }
         }
@@ -246,6 +249,7 @@ impl Scheduler {
         let allowed = decoding
             && k > 0
             && params.speculative
+            && seq.constraint.is_none()
             && running <= cfg.max_batch
             && seq.generated() >= params.min_tokens;
         if !(allowed && seq.drafts.may_draft()) {
@@ -318,7 +322,7 @@ impl Scheduler {
                     drop(prefix);
                     self.abort(
                         id,
-                        Abort::Failed("the KV cache cannot hold this sequence".into()),
+                        Abort::Failed(Failure::engine("the KV cache cannot hold this sequence")),
                     );
                     continue;
                 }
@@ -381,12 +385,21 @@ impl Scheduler {
                 row.input.as_slice()
             };
             batch.push(BatchRow {
-                tokens,
-                cache,
-                sample: row
-                    .sample
-                    .then_some((&mut seq.sampler, row.banned.as_slice())),
-                draft: &row.draft,
+                input: RowInput {
+                    tokens,
+                    cache,
+                    draft: &row.draft,
+                    logits: match (row.sample, row.draft.is_empty()) {
+                        (false, _) => Logits::Skip,
+                        (true, true) => Logits::Last,
+                        (true, false) => Logits::All,
+                    },
+                },
+                sample: row.sample.then_some(RowSampling {
+                    sampler: &mut seq.sampler,
+                    banned: &row.banned,
+                    constraint: seq.constraint.as_mut(),
+                }),
             });
         }
         batch
@@ -408,7 +421,7 @@ impl Scheduler {
             }
             match output {
                 RowOutput::Computed => {}
-                RowOutput::Failed(message) => failed.push((row.seq.request, message)),
+                RowOutput::Failed(failure) => failed.push((row.seq.request, failure)),
                 RowOutput::Sampled(sampled) => {
                     if let Some(reason) = self.accept(row.slot, sampled, now) {
                         finished.push((row.slot, reason));
@@ -444,8 +457,8 @@ impl Scheduler {
             let r = self.running.remove(slot);
             self.finish(r, reason);
         }
-        for (id, message) in failed {
-            self.abort(id, Abort::Failed(message));
+        for (id, failure) in failed {
+            self.abort(id, Abort::Failed(failure));
         }
         self.counts.steps += 1;
     }
@@ -476,7 +489,11 @@ impl Scheduler {
                 event,
             });
         }
-        outcome.finish
+        // A constraint whose language allows nothing more ends the choice.
+        let constraint_done = seq.constraint.as_ref().is_some_and(Matcher::is_stopped);
+        outcome
+            .finish
+            .or(constraint_done.then_some(FinishReason::Stop))
     }
 
     fn finish(&mut self, mut r: Running, reason: FinishReason) {
@@ -526,9 +543,9 @@ impl Scheduler {
         self.running.retain(|r| drop_if_ours(&r.seq));
         match reason {
             Abort::Cancelled => self.counts.cancellations += 1,
-            Abort::Failed(message) => self.outbox.push(Emitted {
+            Abort::Failed(failure) => self.outbox.push(Emitted {
                 request: id,
-                event: EngineEvent::Error { message },
+                event: EngineEvent::Error(failure),
             }),
         }
     }

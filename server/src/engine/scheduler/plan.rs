@@ -5,9 +5,12 @@ use std::ops::Range;
 
 use epas_model::paged::PagedSequence;
 use epas_model::sampler::{Sampled, Sampler};
+use epas_model::Logits;
+use llguidance::Matcher;
 
 use super::sequence::SeqId;
 use crate::engine::observer::StepPhase;
+use crate::engine::request::Failure;
 
 /// Work for one running sequence in a step.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,12 +63,28 @@ impl StepPlan {
 
 /// A scheduled row's view of its sequence, for the executor.
 pub(crate) struct BatchRow<'a> {
+    pub input: RowInput<'a>,
+    /// How the next token is chosen, when the row samples.
+    pub sample: Option<RowSampling<'a>>,
+}
+
+/// What the forward reads and writes for a row.
+pub(crate) struct RowInput<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut PagedSequence,
-    /// The sampler and the tokens it may not pick, when the row samples.
-    pub sample: Option<(&'a mut Sampler, &'a [u32])>,
     /// The drafted tokens at the end of `tokens`, to verify.
     pub draft: &'a [u32],
+    /// None (a prefill chunk), the last position's, or every position's (a draft to verify).
+    pub logits: Logits,
+}
+
+/// What picks a row's next token.
+pub(crate) struct RowSampling<'a> {
+    pub sampler: &'a mut Sampler,
+    /// Tokens it may not pick.
+    pub banned: &'a [u32],
+    /// The output constraint, advanced by the picked token.
+    pub constraint: Option<&'a mut Matcher>,
 }
 
 /// What running one row gave.
@@ -82,5 +101,5 @@ pub(crate) enum RowOutput {
         accepted: usize,
     },
     /// The forward failed for this sequence; its cache is unchanged.
-    Failed(String),
+    Failed(Failure),
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use epas_model::paged::PagedSequence;
 use epas_model::sampler::Sampler;
 use epas_model::{IncrementalDecoder, KvCache, SharingPlan};
+use llguidance::Matcher;
 
 use crate::engine::request::GenerationParams;
 use crate::engine::speculative::DraftRecord;
@@ -33,6 +34,8 @@ pub(crate) struct Sequence {
     /// Set at the first admission (queue time and the prefix-cache query count once).
     pub admitted_once: bool,
     pub drafts: DraftRecord,
+    /// The output constraint's state after the tokens generated so far.
+    pub constraint: Option<Matcher>,
 }
 
 impl Sequence {

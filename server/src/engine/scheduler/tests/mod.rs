@@ -4,6 +4,7 @@ mod fake_model;
 mod property;
 mod scenarios;
 mod speculation;
+mod structured;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +14,8 @@ use epas_model::{SharingPlan, TextTokenizer};
 
 use super::{Scheduler, StepPlan};
 use crate::engine::executor::Executor;
+use crate::engine::structured::ConstraintCompiler;
+use crate::engine::validate::Validator;
 use crate::engine::{
     EngineConfig, EngineEvent, FinishReason, GenerationParams, GenerationRequest, InvalidRequest,
     NoObserver, RequestLimits, StepModel, Usage,
@@ -35,7 +38,7 @@ pub(super) struct Harness {
     pub scheduler: Scheduler,
     pub model: Arc<FakeModel>,
     executor: Executor,
-    pub limits: RequestLimits,
+    pub validator: Validator,
     next_id: u64,
     /// Every event delivered, per request.
     pub events: HashMap<u64, Vec<EngineEvent>>,
@@ -75,18 +78,22 @@ impl Harness {
             block_size: config.block_size,
             max_n: config.max_batch_size,
         };
+        let validator = Validator {
+            limits,
+            compiler: ConstraintCompiler::new(tokenizer(), model.vocab),
+        };
         Self {
             scheduler: Scheduler::new(config, pool, tokenizer(), Arc::new(NoObserver)),
             executor: Executor::new(model.clone()),
             model,
-            limits,
+            validator,
             next_id: 1,
             events: HashMap::new(),
         }
     }
 
     pub fn submit(&mut self, request: GenerationRequest) -> Result<u64, InvalidRequest> {
-        let valid = self.limits.validate(request)?;
+        let valid = self.validator.validate(request)?;
         let id = self.next_id;
         self.next_id += 1;
         self.scheduler.add(id, valid, Instant::now());
@@ -109,7 +116,7 @@ impl Harness {
             assert!(
                 !stream
                     .iter()
-                    .any(|x| matches!(x, EngineEvent::Done { .. } | EngineEvent::Error { .. })),
+                    .any(|x| matches!(x, EngineEvent::Done { .. } | EngineEvent::Error(_))),
                 "request {} got {:?} after it ended",
                 e.request,
                 e.event
@@ -145,7 +152,7 @@ impl Harness {
                     o.finish[*index] = Some(*reason);
                 }
                 EngineEvent::Done { usage } => o.usage = Some(*usage),
-                EngineEvent::Error { message } => o.error = Some(message.clone()),
+                EngineEvent::Error(failure) => o.error = Some(failure.message.clone()),
             }
         }
         o
@@ -167,6 +174,7 @@ pub(super) fn request(
             n,
             ..Default::default()
         },
+        constraint: None,
     }
 }
 

@@ -93,7 +93,7 @@ fn simulate(seed: u64) {
         let o = h.outcome(*id, s.n);
         let ended = h.events[id]
             .iter()
-            .filter(|e| matches!(e, EngineEvent::Done { .. } | EngineEvent::Error { .. }))
+            .filter(|e| matches!(e, EngineEvent::Done { .. } | EngineEvent::Error(_)))
             .count();
         if s.cancelled {
             assert!(ended <= 1, "seed {seed}: request {id} ended {ended} times");

@@ -37,7 +37,7 @@ fn a_sequence_that_cannot_grow_alone_fails_instead_of_looping() {
     // The limits claim more blocks than the pool has, so validation lets through a sequence
     // that outgrows the pool: running alone, it must fail, not be preempted forever.
     let mut h = Harness::new(config(4, 8), 16);
-    h.limits.kv_blocks = 1000;
+    h.validator.limits.kv_blocks = 1000;
     let id = h.submit(request(prompt(10, 1), 0.0, 40, 1)).unwrap();
     h.run_until_idle(100);
     let o = h.outcome(id, 1);

@@ -1,0 +1,73 @@
+//! Compiles output constraints into llguidance matchers over the model's tokenizer. The
+//! tokenizer's trie and llguidance's tables are built once, at the first constrained request.
+
+use std::sync::{Arc, OnceLock};
+
+use epas_model::TextTokenizer;
+use llguidance::{Matcher, ParserFactory};
+
+use super::constraint::OutputConstraint;
+use super::tokenizer_env::token_env;
+
+pub(crate) struct ConstraintCompiler {
+    tokenizer: Arc<TextTokenizer>,
+    vocab_size: usize,
+    factory: OnceLock<Result<ParserFactory, String>>,
+}
+
+impl ConstraintCompiler {
+    pub fn new(tokenizer: Arc<TextTokenizer>, vocab_size: usize) -> Self {
+        Self {
+            tokenizer,
+            vocab_size,
+            factory: OnceLock::new(),
+        }
+    }
+
+    fn factory(&self) -> Result<&ParserFactory, String> {
+        self.factory
+            .get_or_init(|| {
+                let env = token_env(self.tokenizer.clone(), self.vocab_size)?;
+                let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
+                factory.quiet();
+                set_limits(factory.limits_mut());
+                Ok(factory)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// A matcher at the start of `constraint`'s language whose first token mask has been
+    /// computed: a constraint that does not compile, exceeds llguidance's limits (grammar size,
+    /// lexer states and fuel) or allows no first token is an error here, before generation.
+    pub fn compile(&self, constraint: &OutputConstraint) -> Result<Matcher, String> {
+        let factory = self
+            .factory()
+            .map_err(|e| format!("output constraints are unavailable: {e}"))?;
+        let mut matcher = Matcher::new(factory.create_parser(constraint.grammar()));
+        if let Some(error) = matcher.get_error() {
+            return Err(error);
+        }
+        let mask = matcher.compute_mask().map_err(|e| e.to_string())?;
+        if mask.is_zero() {
+            return Err("the constraint allows no output".into());
+        }
+        Ok(matcher)
+    }
+}
+
+/// Bounds on what one constraint may cost, so that a too-large schema or grammar is refused at
+/// compilation instead of taking the server's memory or the engine thread's time (llguidance's
+/// defaults allow about 0.5 GB of lexer states per request).
+fn set_limits(limits: &mut llguidance::api::ParserLimits) {
+    // Symbols in the grammar's productions (llguidance's default: large real schemas such as
+    // FHIR's take 200,000).
+    limits.max_grammar_size = 500_000;
+    // 1-2 kB each.
+    limits.max_lexer_states = 50_000;
+    // Per token mask: about 15 ms of lexing and 2.5 ms of parsing at most.
+    limits.step_lexer_fuel = 200_000;
+    limits.step_max_items = 50_000;
+    // Errors name the problem without the parser's state and the whole grammar.
+    limits.verbose_errors = false;
+}
