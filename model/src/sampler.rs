@@ -58,6 +58,14 @@ pub struct Sampled {
     pub top_logprobs: Vec<(u32, f32)>,
 }
 
+/// An output constraint as the sampler sees it.
+pub trait TokenFilter {
+    /// Whether `token` may come next.
+    fn allows(&mut self, token: u32) -> Result<bool, String>;
+    /// Every token that may come next: bit `t % 32` of word `t / 32` allows token `t`.
+    fn allowed(&mut self) -> Result<&[u32], String>;
+}
+
 /// A sampler with its own random stream and the token counts its penalties need.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -100,36 +108,68 @@ impl Sampler {
     }
 
     pub fn sample_full(&mut self, raw: &[f32], banned: &[u32]) -> Sampled {
-        self.sample_allowed(raw, banned, None)
+        let logits = self.adjusted(raw, banned);
+        let token = self.choose(&logits);
+        self.record(raw, token)
     }
 
-    /// Picks a token among those `allowed` (a bit set: bit `t % 32` of word `t / 32` allows
-    /// token `t`, as an output constraint's mask), never a `banned` one. When nothing is
-    /// allowed, the result is the argmax of the masked logits, which the caller must refuse.
-    pub fn sample_allowed(
+    /// Picks a token that `filter` (an output constraint) allows, never a `banned` one, from
+    /// the sampler's distribution restricted to the allowed tokens. Where restricting after
+    /// drawing gives that same distribution (see [`Self::checks_after_drawing`]), the token is
+    /// drawn from the whole distribution first and kept when the filter allows it, so the
+    /// filter's full mask is built only for the tokens it refuses. Errs when no allowed token
+    /// may be picked.
+    pub fn sample_filtered(
         &mut self,
         raw: &[f32],
         banned: &[u32],
-        allowed: Option<&[u32]>,
-    ) -> Sampled {
+        filter: &mut dyn TokenFilter,
+    ) -> Result<Sampled, String> {
         let mut logits = self.adjusted(raw, banned);
-        if let Some(mask) = allowed {
-            for (t, l) in logits.iter_mut().enumerate() {
-                let word = mask.get(t / 32).copied().unwrap_or(0);
-                if word >> (t % 32) & 1 == 0 {
-                    *l = f32::NEG_INFINITY;
-                }
+        if self.checks_after_drawing() {
+            let token = self.choose(&logits);
+            if logits[token as usize] > f32::NEG_INFINITY && filter.allows(token)? {
+                return Ok(self.record(raw, token));
             }
         }
-        let token = if self.is_greedy() {
-            argmax(&logits)
+        let mask = filter.allowed()?;
+        let mut any = false;
+        for (t, l) in logits.iter_mut().enumerate() {
+            let word = mask.get(t / 32).copied().unwrap_or(0);
+            if word >> (t % 32) & 1 == 0 {
+                *l = f32::NEG_INFINITY;
+            }
+            any |= *l > f32::NEG_INFINITY;
+        }
+        if !any {
+            return Err(
+                "the output constraint allows only tokens this request may not pick \
+                        (banned, or EOS before min_tokens)"
+                    .into(),
+            );
+        }
+        let token = self.choose(&logits);
+        Ok(self.record(raw, token))
+    }
+
+    /// Whether drawing from the whole distribution and keeping the draw only when a constraint
+    /// allows it (drawing within the allowed tokens otherwise) gives exactly the distribution
+    /// restricted to the allowed tokens: for greedy picks and plain temperature, but not when
+    /// top-k, top-p or min-p truncate the distribution (they would truncate a different set).
+    pub fn checks_after_drawing(&self) -> bool {
+        self.is_greedy()
+            || (self.params.top_k == 0 && self.params.top_p >= 1.0 && self.params.min_p <= 0.0)
+    }
+
+    fn choose(&mut self, logits: &[f32]) -> u32 {
+        if self.is_greedy() {
+            argmax(logits)
         } else {
-            match self.distribution(&logits) {
+            match self.distribution(logits) {
                 Distribution::Certain(token) => token,
                 Distribution::Weighted(weights) => self.pick(&weights),
             }
-        };
-        self.record(raw, token)
+        }
     }
 
     /// Checks a drafted token against the model's logits (speculative decoding) and returns the
@@ -597,22 +637,104 @@ mod tests {
         }
     }
 
+    /// A filter over a fixed set, counting how often its whole mask was asked for.
+    struct SetFilter {
+        mask: Vec<u32>,
+        masks_built: usize,
+    }
+
+    impl TokenFilter for SetFilter {
+        fn allows(&mut self, token: u32) -> Result<bool, String> {
+            Ok(self.mask[token as usize / 32] >> (token % 32) & 1 == 1)
+        }
+        fn allowed(&mut self) -> Result<&[u32], String> {
+            self.masks_built += 1;
+            Ok(&self.mask)
+        }
+    }
+
+    fn set(bits: u32) -> SetFilter {
+        SetFilter {
+            mask: vec![bits],
+            masks_built: 0,
+        }
+    }
+
     #[test]
     fn only_allowed_tokens_are_picked() {
         let logits = [1.0f32, 5.0, 3.0, 4.0, 2.0];
         // Tokens 2 and 4 allowed.
-        let mask = [0b10100u32];
         let mut greedy = Sampler::new(SamplingParams::default());
-        assert_eq!(greedy.sample_allowed(&logits, &[], Some(&mask)).token, 2);
-        assert_eq!(greedy.sample_allowed(&logits, &[2], Some(&mask)).token, 4);
-        for seed in 0..200 {
+        let mut f = set(0b10100);
+        assert_eq!(
+            greedy.sample_filtered(&logits, &[], &mut f).unwrap().token,
+            2
+        );
+        assert_eq!(
+            greedy.sample_filtered(&logits, &[2], &mut f).unwrap().token,
+            4
+        );
+        assert!(greedy.sample_filtered(&logits, &[2, 4], &mut f).is_err());
+        // The argmax allowed: no mask built.
+        let mut f = set(0b00010);
+        assert_eq!(
+            greedy.sample_filtered(&logits, &[], &mut f).unwrap().token,
+            1
+        );
+        assert_eq!(f.masks_built, 0);
+        for top_k in [0, 4] {
+            for seed in 0..200 {
+                let mut s = Sampler::new(SamplingParams {
+                    temperature: 1.5,
+                    top_k,
+                    seed,
+                    ..Default::default()
+                });
+                let t = s
+                    .sample_filtered(&logits, &[], &mut set(0b10100))
+                    .unwrap()
+                    .token;
+                assert!(t == 2 || t == 4, "{t}");
+            }
+        }
+    }
+
+    /// Drawing first and checking after gives the distribution restricted to the allowed
+    /// tokens: chi-square against p(t) / p(allowed) over many seeds.
+    #[test]
+    fn checking_after_drawing_keeps_the_restricted_distribution() {
+        let logits = [0.5f32, 2.0, 1.0, 1.5, 0.0, 1.2];
+        let allowed = [0usize, 2, 3, 5];
+        let bits = allowed.iter().fold(0u32, |b, &t| b | 1 << t);
+        let temperature = 0.8f32;
+        let p: Vec<f64> = logits
+            .iter()
+            .map(|&l| ((l / temperature) as f64).exp())
+            .collect();
+        let total: f64 = allowed.iter().map(|&t| p[t]).sum();
+        let draws = 20_000;
+        let mut counts = [0usize; 6];
+        let mut masks_built = 0;
+        for seed in 0..draws {
             let mut s = Sampler::new(SamplingParams {
-                temperature: 1.5,
-                seed,
+                temperature,
+                seed: seed as u64,
                 ..Default::default()
             });
-            let t = s.sample_allowed(&logits, &[], Some(&mask)).token;
-            assert!(t == 2 || t == 4, "{t}");
+            let mut f = set(bits);
+            counts[s.sample_filtered(&logits, &[], &mut f).unwrap().token as usize] += 1;
+            masks_built += f.masks_built;
         }
+        let chi2: f64 = allowed
+            .iter()
+            .map(|&t| {
+                let expected = draws as f64 * p[t] / total;
+                (counts[t] as f64 - expected).powi(2) / expected
+            })
+            .sum();
+        // 3 degrees of freedom: p = 0.001 at 16.27.
+        assert!(chi2 < 16.27, "chi2 {chi2}, counts {counts:?}");
+        assert_eq!(counts[1] + counts[4], 0);
+        assert!(masks_built > 0 && masks_built < draws, "{masks_built}");
     }
 }
