@@ -22,7 +22,7 @@ pub mod rope;
 pub mod rope_scaling;
 pub mod sampler;
 pub mod sharing;
-mod tensor_path;
+mod device_forward;
 #[cfg(test)]
 mod test_random;
 pub mod tokenizer;
@@ -35,5 +35,5 @@ pub use kv_cache::{ArenaKv, KvCache, KvDtype, Rows, SequenceCache};
 pub use load::load_model;
 pub use model::{EpasLlama, Logits, SequenceStep, SharedAttention};
 pub use sharing::{LayerMode, SharingPlan};
-pub use tensor_path::DeviceWeights;
+pub use device_forward::DeviceWeights;
 pub use tokenizer::{ChatMessage, IncrementalDecoder, TextTokenizer};

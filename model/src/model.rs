@@ -14,7 +14,7 @@ use crate::linear::{project, Embedding, Linear};
 use crate::paged::{BlockPool, PagedSequence};
 use crate::rope::RopeTable;
 use crate::sharing::SharingPlan;
-use crate::tensor_path::{DeviceWeights, TensorForward, TensorModel};
+use crate::device_forward::{DeviceWeights, DeviceForward, DeviceModel};
 use crate::vector_ops::{add_in_place, rms_norm_rows, silu_mul_in_place};
 
 /// False in builds with the `no-sharing` feature: the forward then ignores sharing plans (every
@@ -95,11 +95,11 @@ pub struct EpasLlama {
     shape: AttentionShape,
     shared_attention: SharedAttention,
     kv_dtype: KvDtype,
-    /// Tensor forward: most values one decode attention group gathers (see `tensor_path`).
+    /// Tensor forward: most values one decode attention group gathers (see `device_forward`).
     max_group_values: usize,
     device: Device,
     /// Weights on a device for the tensor forward ([`Self::on_device`]); `None`: host kernels.
-    tensor: Option<Arc<TensorModel>>,
+    tensor: Option<Arc<DeviceModel>>,
 }
 
 impl EpasLlama {
@@ -179,7 +179,7 @@ impl EpasLlama {
         dtype: DType,
         weights: DeviceWeights,
     ) -> Result<Self> {
-        self.tensor = Some(Arc::new(TensorModel::from_host(
+        self.tensor = Some(Arc::new(DeviceModel::from_host(
             &self, device, dtype, weights,
         )?));
         self.device = device.clone();
@@ -355,7 +355,7 @@ impl EpasLlama {
     fn forward_validated(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
         if let Some(tensor) = &self.tensor {
             let c = self.config();
-            return TensorForward {
+            return DeviceForward {
                 model: tensor,
                 num_heads: c.num_heads,
                 num_kv_heads: c.num_kv_heads,

@@ -4,8 +4,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 
-use super::groups::{plan_groups, Group, GroupLimit, Member};
-use super::{TensorLayer, TensorModel};
+use super::attention_groups::{plan_groups, AttentionGroup, AttentionGroupLimit, Member};
+use super::{DeviceLayer, DeviceModel};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::ArenaKv;
 use crate::model::{
@@ -14,8 +14,8 @@ use crate::model::{
 use crate::paged::arena::scatter_rows;
 
 /// The model's shape and options for one forward.
-pub(crate) struct TensorForward<'a> {
-    pub model: &'a TensorModel,
+pub(crate) struct DeviceForward<'a> {
+    pub model: &'a DeviceModel,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
@@ -46,7 +46,7 @@ struct Batch<'s> {
     rows: usize,
 }
 
-impl TensorForward<'_> {
+impl DeviceForward<'_> {
     /// Runs a validated step whose room is reserved; returns host logits like the host path.
     pub fn run(&self, steps: &[SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
         let m = self.model;
@@ -55,7 +55,7 @@ impl TensorForward<'_> {
         let arena = batch.arenas[0].arena();
         let block_size = batch.arenas[0].block_size();
         let (_, kv_dim) = self.dims();
-        let limit = GroupLimit {
+        let limit = AttentionGroupLimit {
             values_per_key: kv_dim.max(self.num_heads),
             max_values: self.max_group_values.min(MAX_KERNEL_ELEMENTS),
         };
@@ -207,7 +207,7 @@ impl TensorForward<'_> {
         &self,
         index: &mut StepIndex,
         batch: &Batch<'_>,
-        groups: &[Group],
+        groups: &[AttentionGroup],
         l: usize,
         computing: usize,
         block_size: usize,
@@ -252,7 +252,7 @@ impl TensorForward<'_> {
         Ok(out.reshape((rows, heads * self.head_dim))?)
     }
 
-    fn mlp(&self, layer: &TensorLayer, x: &Tensor) -> Result<Tensor> {
+    fn mlp(&self, layer: &DeviceLayer, x: &Tensor) -> Result<Tensor> {
         let ffn = self.model.ffn;
         let h = rms_norm(x, &layer.mlp_norm, self.eps)?;
         let gate_up = layer.gate_up.apply(&h)?;
@@ -265,7 +265,7 @@ impl TensorForward<'_> {
     fn attend(
         &self,
         input: &LayerInput<'_, '_>,
-        groups: &[Group],
+        groups: &[AttentionGroup],
         group_rows: &[Tensor],
         blocks: (Option<&Tensor>, &Tensor),
         sources: &mut [Option<Source>],
@@ -325,7 +325,7 @@ impl TensorForward<'_> {
     }
 
     /// Whether a source layer keeps its probabilities for this group's members.
-    fn keeps(&self, g: &Group) -> bool {
+    fn keeps(&self, g: &AttentionGroup) -> bool {
         match self.shared {
             SharedAttention::ReuseProbabilities { max_probs_floats } => {
                 self.num_heads * g.t * g.width <= max_probs_floats
@@ -339,7 +339,7 @@ impl TensorForward<'_> {
     fn reused_probs(
         &self,
         input: &LayerInput<'_, '_>,
-        g: &Group,
+        g: &AttentionGroup,
         slot: usize,
         member: usize,
         sources: &[Option<Source>],
@@ -403,7 +403,7 @@ impl TensorForward<'_> {
     fn group_queries(
         &self,
         input: &LayerInput<'_, '_>,
-        g: &Group,
+        g: &AttentionGroup,
         rows: &Tensor,
         c: usize,
     ) -> Result<Tensor> {
@@ -498,7 +498,7 @@ struct LayerInput<'a, 's> {
 }
 
 /// For each step row, its row in the groups' concatenated output; `None` when the same.
-fn output_order(groups: &[Group], rows: usize) -> Option<Vec<u32>> {
+fn output_order(groups: &[AttentionGroup], rows: usize) -> Option<Vec<u32>> {
     let mut at = vec![0u32; rows];
     let mut k = 0u32;
     for g in groups {

@@ -13,7 +13,7 @@ use crate::error::Result;
 
 /// One group: `slots` index the step's depth-ordered sequences; every member has `t` new tokens.
 #[derive(Debug)]
-pub(super) struct Group {
+pub(super) struct AttentionGroup {
     pub slots: Vec<usize>,
     pub t: usize,
     /// Keys attended by the longest member (its cached plus new positions), rounded up to whole
@@ -38,7 +38,7 @@ pub(super) struct Member {
 
 /// How big one decode group may get.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct GroupLimit {
+pub(super) struct AttentionGroupLimit {
     /// Values per member and key position: the larger of kv_dim (gathered K or V) and the
     /// number of query heads (scores).
     pub values_per_key: usize,
@@ -51,9 +51,9 @@ pub(super) struct GroupLimit {
 pub(super) fn plan_groups(
     members: &[Member],
     block_size: usize,
-    limit: GroupLimit,
+    limit: AttentionGroupLimit,
     device: &Device,
-) -> Result<Vec<Group>> {
+) -> Result<Vec<AttentionGroup>> {
     let mut groups = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     let mut width = 0;
@@ -88,7 +88,7 @@ fn group(
     slots: Vec<usize>,
     block_size: usize,
     device: &Device,
-) -> Result<Group> {
+) -> Result<AttentionGroup> {
     let t = members[slots[0]].t;
     let longest = slots
         .iter()
@@ -107,7 +107,7 @@ fn group(
         }
     }
     let mask = Tensor::from_vec(mask, (slots.len(), 1, 1, t, width), device)?;
-    Ok(Group {
+    Ok(AttentionGroup {
         slots,
         t,
         width,
@@ -120,7 +120,7 @@ fn group(
 mod tests {
     use super::*;
 
-    const UNLIMITED: GroupLimit = GroupLimit {
+    const UNLIMITED: AttentionGroupLimit = AttentionGroupLimit {
         values_per_key: 1,
         max_values: usize::MAX,
     };
@@ -195,7 +195,7 @@ mod tests {
                 t: 4,
             },
         );
-        let limit = GroupLimit {
+        let limit = AttentionGroupLimit {
             values_per_key: 2,
             max_values: 48,
         };

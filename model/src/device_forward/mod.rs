@@ -9,7 +9,7 @@
 //! ([`crate::paged::BlockPool::on_device`]).
 
 mod forward;
-mod groups;
+mod attention_groups;
 mod matrix;
 
 use candle_core::{DType, Device, Tensor};
@@ -18,13 +18,13 @@ use crate::error::{ModelError, Result};
 use crate::linear::Linear;
 use crate::model::EpasLlama;
 
-pub(crate) use forward::TensorForward;
+pub(crate) use forward::DeviceForward;
 pub use matrix::DeviceWeights;
 use matrix::{place, DeviceMatrix};
 
 /// One decoder layer's weights on the device.
 #[derive(Debug)]
-struct TensorLayer {
+struct DeviceLayer {
     attn_norm: Tensor,
     /// `(hidden + kv_dim, hidden)`: Q rows then K rows, one matmul for computing rows.
     wqk: DeviceMatrix,
@@ -38,11 +38,11 @@ struct TensorLayer {
 
 /// The model's weights on a device, plus the RoPE tables.
 #[derive(Debug)]
-pub struct TensorModel {
+pub struct DeviceModel {
     device: Device,
     dtype: DType,
     embed: Tensor,
-    layers: Vec<TensorLayer>,
+    layers: Vec<DeviceLayer>,
     norm: Tensor,
     lm_head: DeviceMatrix,
     cos: Tensor,
@@ -50,7 +50,7 @@ pub struct TensorModel {
     ffn: usize,
 }
 
-impl TensorModel {
+impl DeviceModel {
     /// Copies `model`'s weights to `device`: norms and embeddings as `dtype` (f32, f16 or
     /// bf16), matrices as `dtype` or GGUF blocks (`weights`).
     pub fn from_host(
@@ -75,7 +75,7 @@ impl TensorModel {
             .layers
             .iter()
             .map(|l| {
-                Ok(TensorLayer {
+                Ok(DeviceLayer {
                     attn_norm: put(&l.attn_norm)?,
                     wqk: matrix(&[&l.wq, &l.wk])?,
                     wv: matrix(&[&l.wv])?,
