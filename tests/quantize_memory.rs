@@ -26,7 +26,7 @@ fn write_model(dir: &Path) -> usize {
     };
     let model = epas_model::init::random_model(config, None, 11).unwrap();
     epas_model::load::save_safetensors(&model, &tokenizer, dir).unwrap();
-    model.weight_bytes()
+    model.host_weights().unwrap().bytes()
 }
 
 /// Peak resident MB of one `epas eval` over the folder, from its `model loaded` log line.

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Tensor};
 
+use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::host_weights::HostWeights;
 use crate::linear::{Embedding, Linear};
 use crate::load::{quantize, GgufQuant, QuantScheme};
 use crate::model::EpasLlama;
@@ -102,7 +104,7 @@ impl EpasLlama {
     /// writes it), rewritten for this crate's CPU kernels when `rewrite` is set, as a GGUF file
     /// of that format would load. Matrices already quantized stay as they are.
     /// Returns how many matrices changed; a model with none is an error, as is a model already
-    /// placed on a device (quantize before [`Self::on_device`]).
+    /// placed on a device (quantize before [`EpasLlama::on_device`]).
     pub fn quantize_weights(
         &mut self,
         scheme: impl Into<QuantScheme>,
@@ -110,13 +112,10 @@ impl EpasLlama {
     ) -> Result<usize> {
         let scheme = scheme.into();
         let mut floats = FloatMatrices::new(Some(scheme), rewrite)?;
-        if self.tensor_dtype().is_some() {
-            return Err(ModelError::Config(
-                "quantize the weights before placing the model on a device".into(),
-            ));
-        }
-        self.check_blocks_fit(scheme)?;
-        for (i, layer) in self.layers.iter_mut().enumerate() {
+        let c = self.info.config.clone();
+        let weights = self.host_weights_mut()?;
+        check_blocks_fit(weights, &c, scheme)?;
+        for (i, layer) in weights.layers.iter_mut().enumerate() {
             for (name, l) in [
                 ("attn_q", &mut layer.wq),
                 ("attn_k", &mut layer.wk),
@@ -131,48 +130,55 @@ impl EpasLlama {
                 }
             }
         }
-        let tied = self.config().tie_word_embeddings;
-        if let Some(table) = float_table(&self.embed)? {
+        let tied = c.tie_word_embeddings;
+        if let Some(table) = float_table(&weights.embed)? {
             let q = floats.table(&table, tied)?;
             if tied {
                 // One table serves the lookups and the LM head, as in a GGUF file.
-                (self.embed, self.lm_head) = q.tied(rewrite)?;
+                (weights.embed, weights.lm_head) = q.tied(rewrite)?;
             } else {
-                self.embed = q;
+                weights.embed = q;
             }
         }
-        if let Some(w) = float_values(&self.lm_head)? {
-            self.lm_head = floats.linear(&w, Role::Head, "output.weight")?;
+        if let Some(w) = float_values(&weights.lm_head)? {
+            weights.lm_head = floats.linear(&w, Role::Head, "output.weight")?;
         }
+        let format = weights.layers[0].wv.format();
         let changed = floats.finish(&self.info.weight_format)?;
-        self.info.weight_format = self.layers[0].wv.format();
+        self.info.weight_format = format;
         Ok(changed)
     }
 
-    /// Refuses, before anything changes, a dense matrix whose rows are not whole blocks.
-    fn check_blocks_fit(&self, scheme: QuantScheme) -> Result<()> {
-        let c = self.config();
-        let dense_cols = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
-            .filter(|l| float_format(l))
-            .map(|l| (scheme.quant, l.dims().1));
-        let head = [
-            (scheme.quant, c.hidden_size),
-            (scheme.head(), c.hidden_size),
-        ];
-        for (quant, cols) in dense_cols.chain(head) {
-            let block = quant.dtype(cols).block_size();
-            if !cols.is_multiple_of(block) {
-                return Err(ModelError::Config(format!(
-                    "rows of {cols} values cannot be stored as {} (blocks of {block})",
-                    quant.name()
-                )));
-            }
-        }
+    /// Replaces every quantized linear layer by its dense f32 form (more memory, f32 accuracy).
+    pub fn dequantize_weights(&mut self) -> Result<()> {
+        self.host_weights_mut()?.dequantize()?;
+        self.info.weight_format = "f32".into();
         Ok(())
     }
+}
+
+/// Refuses, before anything changes, a dense matrix whose rows are not whole blocks.
+fn check_blocks_fit(weights: &HostWeights, c: &LlamaConfig, scheme: QuantScheme) -> Result<()> {
+    let dense_cols = weights
+        .layers
+        .iter()
+        .flat_map(|l| l.matrices())
+        .filter(|l| float_format(l))
+        .map(|l| (scheme.quant, l.dims().1));
+    let head = [
+        (scheme.quant, c.hidden_size),
+        (scheme.head(), c.hidden_size),
+    ];
+    for (quant, cols) in dense_cols.chain(head) {
+        let block = quant.dtype(cols).block_size();
+        if !cols.is_multiple_of(block) {
+            return Err(ModelError::Config(format!(
+                "rows of {cols} values cannot be stored as {} (blocks of {block})",
+                quant.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn is_float(dtype: GgmlDType) -> bool {
@@ -230,6 +236,10 @@ mod tests {
         }
     }
 
+    fn host(m: &EpasLlama) -> &HostWeights {
+        m.host_weights().unwrap()
+    }
+
     fn logits(model: &EpasLlama, tokens: &[u32]) -> Vec<Vec<f32>> {
         let plan = SharingPlan::none(model.config().num_layers);
         model
@@ -271,13 +281,16 @@ mod tests {
                 let changed = m.quantize_weights(quant, true).unwrap();
                 assert_eq!(changed, 2 * 7 + if tied { 1 } else { 2 }, "{quant:?}");
                 if simd || matches!(quant, GgufQuant::Q8_0 | GgufQuant::Q4_1) {
-                    assert!(matches!(m.layers[1].down, Linear::Packed(_)), "{quant:?}");
+                    assert!(
+                        matches!(host(&m).layers[1].down, Linear::Packed(_)),
+                        "{quant:?}"
+                    );
                     assert!(m.info.weight_format.starts_with(format), "{quant:?}");
                 }
                 if tied && simd {
-                    assert!(matches!(m.embed, Embedding::Packed(_)), "{quant:?}");
+                    assert!(matches!(host(&m).embed, Embedding::Packed(_)), "{quant:?}");
                 }
-                assert!(m.weight_bytes() < dense.weight_bytes(), "{quant:?}");
+                assert!(host(&m).bytes() < host(&dense).bytes(), "{quant:?}");
                 let got = logits(&m, &tokens);
 
                 let mut same_values = m.clone();
@@ -302,16 +315,18 @@ mod tests {
     fn a_float_table_in_gguf_blocks_is_quantized_too() {
         let mut m = random_model(config(true), None, 5).unwrap();
         let table = candle_core::quantized::QTensor::quantize(
-            &m.embed.dequantized().unwrap(),
+            &host(&m).embed.dequantized().unwrap(),
             GgmlDType::F16,
         )
         .unwrap();
-        (m.embed, m.lm_head) = Embedding::Quantized(Arc::new(table)).tied(true).unwrap();
-        assert!(matches!(m.lm_head, Linear::Quantized { .. }));
+        let weights = m.host_weights_mut().unwrap();
+        (weights.embed, weights.lm_head) =
+            Embedding::Quantized(Arc::new(table)).tied(true).unwrap();
+        assert!(matches!(host(&m).lm_head, Linear::Quantized { .. }));
         assert_eq!(m.quantize_weights(GgufQuant::Q8_0, true).unwrap(), 15);
-        assert_eq!(m.lm_head.format(), "q8_0");
+        assert_eq!(host(&m).lm_head.format(), "q8_0");
         if kernel_level() != KernelLevel::Scalar {
-            assert!(matches!(m.embed, Embedding::Packed(_)));
+            assert!(matches!(host(&m).embed, Embedding::Packed(_)));
         }
     }
 
@@ -337,15 +352,15 @@ mod tests {
             m.quantize_weights(scheme, true).unwrap();
             if kernel_level() != KernelLevel::Scalar || head != "q6k" {
                 assert_eq!(
-                    m.lm_head.format(),
+                    host(&m).lm_head.format(),
                     head,
                     "tied {tied} hidden {hidden} pure {pure}"
                 );
             }
-            assert_eq!(m.layers[0].gate.format(), "q4_1");
+            assert_eq!(host(&m).layers[0].gate.format(), "q4_1");
             if !tied {
                 assert!(
-                    matches!(m.embed, Embedding::Quantized(ref q) if q.dtype() == GgmlDType::Q4_1)
+                    matches!(host(&m).embed, Embedding::Quantized(ref q) if q.dtype() == GgmlDType::Q4_1)
                 );
             }
         }
@@ -372,12 +387,12 @@ mod tests {
         let mut m = random_model(c, None, 1).unwrap();
         let err = m.quantize_weights(GgufQuant::Q8_0, true).unwrap_err();
         assert!(err.to_string().contains("rows of 80 values"), "{err}");
-        for l in &m.layers {
+        for l in &host(&m).layers {
             for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down] {
                 assert!(matches!(w, Linear::Dense(_)), "{}", w.format());
             }
         }
-        assert!(matches!(m.embed, Embedding::Dense(_)));
+        assert!(matches!(host(&m).embed, Embedding::Dense(_)));
         assert_eq!(m.info.weight_format, "f32");
     }
 
@@ -387,9 +402,9 @@ mod tests {
         let mut m = random_model(config(true), None, 4).unwrap();
         m.quantize_weights(GgufQuant::Q4K, false).unwrap();
         assert!(
-            matches!(&m.layers[0].up, Linear::Quantized { weight, .. } if weight.dtype() == GgmlDType::Q4K)
+            matches!(&host(&m).layers[0].up, Linear::Quantized { weight, .. } if weight.dtype() == GgmlDType::Q4K)
         );
-        assert!(matches!(&m.embed, Embedding::Quantized(q) if q.dtype() == GgmlDType::Q6K));
+        assert!(matches!(&host(&m).embed, Embedding::Quantized(q) if q.dtype() == GgmlDType::Q6K));
         assert_eq!(m.info.weight_format, "q4k");
     }
 }

@@ -88,7 +88,7 @@ pub fn sharp_random_model(
         rope_scaling: Default::default(),
     };
     let mut m = epas_model::init::random_model(config, None, seed).unwrap();
-    for l in &mut m.layers {
+    for l in &mut m.host_weights_mut().unwrap().layers {
         l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap())
             .unwrap();
     }

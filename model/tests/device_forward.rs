@@ -1,4 +1,4 @@
-//! The tensor forward (how the model runs on CUDA) against the host kernels, on the CPU: mixed
+//! The device forward (how the model runs on CUDA) against the host kernels, on the CPU: mixed
 //! batches of prefill chunks and decodes at different sharing ratios, over a device block pool.
 
 mod common;
@@ -7,8 +7,8 @@ use candle_core::{DType, Device};
 use common::max_abs_diff;
 use epas_model::paged::PagedSequence;
 use epas_model::{
-    DeviceWeights, EpasLlama, KvCache, KvDtype, Logits, SequenceCache, SequenceStep,
-    SharedAttention, SharingPlan,
+    Backend, DeviceWeights, EpasLlama, KvCache, KvDtype, Logits, ModelError, SequenceCache,
+    SequenceStep, SharedAttention, SharingPlan,
 };
 
 /// A random 6-layer model with `heads / kv_heads` query heads per K/V head.
@@ -82,7 +82,7 @@ fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tolerance: f32, what: &str) {
 }
 
 #[test]
-fn tensor_forward_matches_the_host_kernels_on_mixed_batches() {
+fn device_forward_matches_the_host_kernels_on_mixed_batches() {
     // 2 and 3 query heads per K/V head; block sizes that do and do not divide the lengths.
     for (hidden, heads, kv_heads, block_size) in [(64, 4, 2, 4), (96, 6, 2, 16), (48, 3, 3, 5)] {
         for kv in [KvDtype::F32, KvDtype::F16] {
@@ -217,6 +217,44 @@ fn caches_of_the_wrong_kind_are_refused() {
     assert!(err.contains("share a block pool"), "{err}");
 }
 
+/// The device model is made from the host weights and does not keep them: what needs them
+/// (export, quantizing, placing again) is refused with a clear error, while the host model
+/// it came from (a copy here) still has them and runs.
+#[test]
+fn a_device_model_keeps_no_host_weights() {
+    let host = model(64, 4, 2);
+    let mut device = host
+        .clone()
+        .on_device(&Device::Cpu, DType::F32, DeviceWeights::Dense)
+        .unwrap();
+    assert!(matches!(host.backend(), Backend::Host(_)));
+    assert!(matches!(device.backend(), Backend::Device(_)));
+    assert!(matches!(
+        device.host_weights(),
+        Err(ModelError::WeightsOnDevice)
+    ));
+    let err = device
+        .quantize_weights(epas_model::load::GgufQuant::Q8_0, false)
+        .unwrap_err();
+    assert!(matches!(err, ModelError::WeightsOnDevice), "{err}");
+    assert!(err.to_string().contains("host memory"), "{err}");
+    assert!(matches!(
+        device.dequantize_weights(),
+        Err(ModelError::WeightsOnDevice)
+    ));
+    let again = device
+        .clone()
+        .on_device(&Device::Cpu, DType::F32, DeviceWeights::Dense);
+    assert!(matches!(again, Err(ModelError::WeightsOnDevice)));
+    assert_eq!(host.host_weights().unwrap().layers.len(), 6);
+    let plan = plans(&host)[1];
+    let tokens = [3u32, 1, 4, 1, 5];
+    let want = host.forward_sequence(&tokens, plan).unwrap();
+    let got = device.forward_sequence(&tokens, plan).unwrap();
+    let flat = |t: candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(max_abs_diff(&flat(want), &flat(got)) < 1e-4);
+}
+
 #[test]
 fn quantized_device_weights_match_the_host_kernels_on_the_same_blocks() {
     use candle_core::quantized::{GgmlDType, QTensor};
@@ -228,7 +266,7 @@ fn quantized_device_weights_match_the_host_kernels_on_the_same_blocks() {
             Linear::quantized(QTensor::quantize(&w, format).unwrap()).unwrap()
         };
         // `down` (ffn 40 wide) stays dense: blocks are 32 values; a model may mix both.
-        for l in &mut host.layers {
+        for l in &mut host.host_weights_mut().unwrap().layers {
             for w in [
                 &mut l.wq,
                 &mut l.wk,
@@ -240,7 +278,10 @@ fn quantized_device_weights_match_the_host_kernels_on_the_same_blocks() {
                 *w = quantize(w);
             }
         }
-        assert!(host.layers[0].wq.format().starts_with("q"));
+        assert!(host.host_weights().unwrap().layers[0]
+            .wq
+            .format()
+            .starts_with("q"));
         let expected = run(&host, &mut host_caches(&host));
         let dense = host
             .clone()
@@ -275,7 +316,7 @@ fn quantized_device_weights_match_the_host_kernels_on_the_same_blocks() {
 }
 
 #[test]
-fn warm_up_runs_on_the_host_kernels_and_the_tensor_forward() {
+fn warm_up_runs_on_the_host_kernels_and_the_device_forward() {
     for m in [
         model(64, 4, 2),
         model(64, 4, 2)

@@ -67,7 +67,7 @@ fn llama3_rope_freqs(head_dim: usize, theta: f64) -> Vec<f32> {
 /// logits.
 fn sharp_model(seed: u64, rope_scaling: RopeScaling) -> EpasLlama {
     let mut m = random_model(config(rope_scaling), None, seed).unwrap();
-    for l in &mut m.layers {
+    for l in &mut m.host_weights_mut().unwrap().layers {
         l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 30.0).unwrap())
             .unwrap();
     }

@@ -30,7 +30,7 @@ fn tiny_config() -> LlamaConfig {
 /// Weights large enough that attention is far from uniform, so sharing changes the output.
 fn tiny_model() -> EpasLlama {
     let mut m = random_model(tiny_config(), None, 11).unwrap();
-    for l in &mut m.layers {
+    for l in &mut m.host_weights_mut().unwrap().layers {
         for w in [&mut l.wq, &mut l.wk] {
             *w = epas_model::linear::Linear::dense((w.dequantized().unwrap() * 25.0).unwrap())
                 .unwrap();
@@ -101,9 +101,10 @@ fn naive_reference(m: &EpasLlama, ids: &[u32], plan: SharingPlan) -> Tensor {
     }
     let mask = Tensor::from_vec(mask, (1, t, t), &dev).unwrap();
     let ids_t = Tensor::new(ids, &dev).unwrap();
-    let mut x = m.embed.lookup(&ids_t).unwrap();
+    let w = m.host_weights().unwrap();
+    let mut x = w.embed.lookup(&ids_t).unwrap();
     let mut shared: Option<(Tensor, Tensor)> = None;
-    for (l, layer) in m.layers.iter().enumerate() {
+    for (l, layer) in w.layers.iter().enumerate() {
         let hn = rms(&x, &layer.attn_norm);
         let (q, k) = if plan.computes(l) {
             let q = rope(&heads(layer.wq.forward(&hn).unwrap(), h));
@@ -133,7 +134,7 @@ fn naive_reference(m: &EpasLlama, ids: &[u32], plan: SharingPlan) -> Tensor {
         let u = layer.up.forward(&hn).unwrap();
         x = (x + layer.down.forward(&(g * u).unwrap()).unwrap()).unwrap();
     }
-    m.lm_head.forward(&rms(&x, &m.norm)).unwrap()
+    w.lm_head.forward(&rms(&x, &w.norm)).unwrap()
 }
 
 fn flat(t: &Tensor) -> Vec<f32> {

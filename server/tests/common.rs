@@ -39,7 +39,7 @@ pub fn tiny() -> (Arc<EpasLlama>, Arc<TextTokenizer>) {
         rope_scaling: Default::default(),
     };
     let mut m = random_model(config, None, 99).unwrap();
-    for l in &mut m.layers {
+    for l in &mut m.host_weights_mut().unwrap().layers {
         l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap())
             .unwrap();
     }

@@ -1,5 +1,5 @@
 //! The forward pass on candle tensors, for devices other than the host CPU (CUDA). The host path
-//! ([`crate::model`]) runs this crate's SIMD kernels on slices; this one expresses the same
+//! ([`crate::host_forward`]) runs this crate's SIMD kernels on slices; this one expresses the same
 //! EPAS forward (per-sequence sharing plans, Q/K only for computing rows, P reuse, K cached only
 //! for compute layers) as tensor ops, so candle's CUDA backend runs it unchanged. It runs on the
 //! CPU too, which is how the tests check it against the host path.
@@ -8,15 +8,17 @@
 //! kept as GGUF blocks ([`DeviceWeights`]); K/V rows live in a device block pool's arena
 //! ([`crate::paged::BlockPool::on_device`]).
 
-mod forward;
 mod attention_groups;
+mod forward;
 mod matrix;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::host_weights::HostWeights;
 use crate::linear::Linear;
-use crate::model::EpasLlama;
+use crate::rope::RopeTable;
 
 pub(crate) use forward::DeviceForward;
 pub use matrix::DeviceWeights;
@@ -51,10 +53,13 @@ pub struct DeviceModel {
 }
 
 impl DeviceModel {
-    /// Copies `model`'s weights to `device`: norms and embeddings as `dtype` (f32, f16 or
-    /// bf16), matrices as `dtype` or GGUF blocks (`weights`).
-    pub fn from_host(
-        model: &EpasLlama,
+    /// Moves `host`'s weights to `device`: norms and embeddings as `dtype` (f32, f16 or bf16),
+    /// matrices as `dtype` or GGUF blocks (`weights`). Each host layer is dropped once copied,
+    /// so the host and device copies of the whole model are never held together.
+    pub(crate) fn from_host(
+        host: HostWeights,
+        config: &LlamaConfig,
+        rope: &RopeTable,
         device: &Device,
         dtype: DType,
         weights: DeviceWeights,
@@ -71,9 +76,14 @@ impl DeviceModel {
                 .contiguous()?)
         };
         let matrix = |parts: &[&Linear]| place(parts, device, dtype, weights);
-        let layers = model
-            .layers
-            .iter()
+        let HostWeights {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        } = host;
+        let layers = layers
+            .into_iter()
             .map(|l| {
                 Ok(DeviceLayer {
                     attn_norm: put(&l.attn_norm)?,
@@ -86,9 +96,10 @@ impl DeviceModel {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let (cos, sin) = model.rope_tables();
-        let c = model.config();
-        let half = c.head_dim() / 2;
+        let embed = put(&embed.dequantized()?)?;
+        let lm_head = matrix(&[&lm_head])?;
+        let (cos, sin) = rope.cos_sin(rope.max_positions());
+        let half = config.head_dim() / 2;
         let positions = cos.len() / half.max(1);
         let table = |v: &[f32]| -> Result<Tensor> {
             put(&Tensor::from_slice(v, (positions, half), &Device::Cpu)?)
@@ -96,13 +107,13 @@ impl DeviceModel {
         Ok(Self {
             device: device.clone(),
             dtype,
-            embed: put(&model.embed.dequantized()?)?,
+            embed,
             layers,
-            norm: put(&model.norm)?,
-            lm_head: matrix(&[&model.lm_head])?,
+            norm: put(&norm)?,
+            lm_head,
             cos: table(cos)?,
             sin: table(sin)?,
-            ffn: c.intermediate_size,
+            ffn: config.intermediate_size,
         })
     }
 

@@ -13,8 +13,9 @@ use candle_core::Device;
 use super::LoadOptions;
 use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
 use crate::error::{ModelError, Result};
+use crate::host_weights::{DecoderLayer, HostWeights};
 use crate::linear::{Embedding, Linear};
-use crate::model::{DecoderLayer, EpasLlama};
+use crate::model::EpasLlama;
 use crate::quantize::{FloatMatrices, Role};
 use crate::rope::gguf_to_hf_row_order;
 use crate::rope_scaling::RopeScaling;
@@ -293,7 +294,15 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
         epas,
         weight_format,
     };
-    let model = EpasLlama::new(info, embed, layers, norm, lm_head)?;
+    let model = EpasLlama::new(
+        info,
+        HostWeights {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        },
+    )?;
     Ok((model, tokenizer))
 }
 

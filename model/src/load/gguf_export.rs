@@ -255,6 +255,7 @@ pub fn export_gguf(
     let scheme = scheme.into();
     let quant = scheme.quant;
     let c = model.config();
+    let weights = model.host_weights()?;
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("llama".into())),
         (
@@ -320,12 +321,12 @@ pub fn export_gguf(
     let mut tensors: Vec<(String, QTensor)> = vec![(
         "token_embd.weight".into(),
         quantize(
-            &model.embed.dequantized()?,
+            &weights.embed.dequantized()?,
             table_quant,
             "token_embd.weight",
         )?,
     )];
-    for (i, l) in model.layers.iter().enumerate() {
+    for (i, l) in weights.layers.iter().enumerate() {
         let p = format!("blk.{i}");
         let wq = to_gguf_rows(&l.wq.dequantized()?, c.num_heads, hd)?;
         let wk = to_gguf_rows(&l.wk.dequantized()?, c.num_kv_heads, hd)?;
@@ -345,13 +346,13 @@ pub fn export_gguf(
         tensors.push((format!("{p}.attn_norm.weight"), vector(&l.attn_norm)?));
         tensors.push((format!("{p}.ffn_norm.weight"), vector(&l.mlp_norm)?));
     }
-    tensors.push(("output_norm.weight".into(), vector(&model.norm)?));
+    tensors.push(("output_norm.weight".into(), vector(&weights.norm)?));
     tensors.extend(rope_freqs_tensor(c)?);
     if !c.tie_word_embeddings {
         tensors.push((
             "output.weight".into(),
             quantize(
-                &model.lm_head.dequantized()?,
+                &weights.lm_head.dequantized()?,
                 scheme.head(),
                 "output.weight",
             )?,

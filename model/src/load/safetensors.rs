@@ -12,8 +12,9 @@ use super::rope_hf::read_hf_rope;
 use super::LoadOptions;
 use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
 use crate::error::{ModelError, Result};
+use crate::host_weights::{DecoderLayer, HostWeights};
 use crate::linear::Linear;
-use crate::model::{DecoderLayer, EpasLlama};
+use crate::model::EpasLlama;
 use crate::quantize::{FloatMatrices, Role};
 use crate::rope_scaling::RopeScaling;
 use crate::tokenizer::TextTokenizer;
@@ -319,6 +320,14 @@ pub(crate) fn load_safetensors_with(
         epas,
         weight_format,
     };
-    let model = EpasLlama::new(info, embed, layers, norm, lm_head)?;
+    let model = EpasLlama::new(
+        info,
+        HostWeights {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        },
+    )?;
     Ok((model, tokenizer))
 }

@@ -4,8 +4,9 @@
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::config::{LlamaConfig, ModelInfo};
+use crate::host_weights::{DecoderLayer, HostWeights};
 use crate::linear::{Embedding, Linear};
-use crate::model::{DecoderLayer, EpasLlama};
+use crate::model::EpasLlama;
 use crate::train::error::{TrainError, TrainResult};
 
 /// One decoder layer's weights.
@@ -51,8 +52,9 @@ fn var(t: Tensor) -> TrainResult<Var> {
 impl TrainParams {
     /// Trainable copies of `model`'s weights (quantized weights are dequantized).
     pub fn from_model(model: &EpasLlama) -> TrainResult<Self> {
-        let mut layers = Vec::with_capacity(model.layers.len());
-        for l in &model.layers {
+        let weights = model.host_weights()?;
+        let mut layers = Vec::with_capacity(weights.layers.len());
+        for l in &weights.layers {
             layers.push(LayerParams {
                 attn_norm: var(l.attn_norm.clone())?,
                 wq: var(l.wq.dequantized()?)?,
@@ -69,12 +71,12 @@ impl TrainParams {
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(var(model.lm_head.dequantized()?)?)
+            Some(var(weights.lm_head.dequantized()?)?)
         };
         Ok(Self {
-            embed: var(model.embed.dequantized()?)?,
+            embed: var(weights.embed.dequantized()?)?,
             layers,
-            norm: var(model.norm.clone())?,
+            norm: var(weights.norm.clone())?,
             lm_head,
             config,
         })
@@ -137,10 +139,12 @@ impl TrainParams {
         info.weight_format = "f32".into();
         Ok(EpasLlama::new(
             info,
-            embed,
-            layers,
-            snap(&self.norm)?,
-            lm_head,
+            HostWeights {
+                embed,
+                layers,
+                norm: snap(&self.norm)?,
+                lm_head,
+            },
         )?)
     }
 
