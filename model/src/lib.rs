@@ -38,5 +38,6 @@ pub use host_weights::{DecoderLayer, HostWeights};
 pub use kv_cache::{ArenaKv, KvCache, KvDtype, Rows, SequenceCache};
 pub use load::load_model;
 pub use model::{Backend, EpasLlama, Logits, SequenceStep, SharedAttention};
+pub use quantize::{GgufQuant, QuantScheme};
 pub use sharing::{LayerMode, SharingPlan};
 pub use tokenizer::{ChatMessage, IncrementalDecoder, TextTokenizer};

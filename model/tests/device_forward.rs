@@ -234,7 +234,7 @@ fn a_device_model_keeps_no_host_weights() {
         Err(ModelError::WeightsOnDevice)
     ));
     let err = device
-        .quantize_weights(epas_model::load::GgufQuant::Q8_0, false)
+        .quantize_weights(epas_model::GgufQuant::Q8_0, false)
         .unwrap_err();
     assert!(matches!(err, ModelError::WeightsOnDevice), "{err}");
     assert!(err.to_string().contains("host memory"), "{err}");

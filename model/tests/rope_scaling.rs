@@ -11,8 +11,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use epas_model::init::random_model;
-use epas_model::load::{export_gguf, save_safetensors, GgufQuant};
+use epas_model::load::{export_gguf, save_safetensors};
 use epas_model::rope_scaling::{Llama3Scaling, RopeScaling};
+use epas_model::GgufQuant;
 use epas_model::{load_model, DeviceWeights, EpasLlama, LlamaConfig, ModelError, SharingPlan};
 
 /// head_dim 16 (8 frequencies) at theta 10000: wavelengths 6.3, 20, 63, 199, 628, 1987, 6283 and

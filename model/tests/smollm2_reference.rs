@@ -133,7 +133,8 @@ fn assert_near_candle_quantized(
 /// the activation-rounding drift of the test above.
 #[test]
 fn rewritten_formats_equal_candle_quantized_llama_on_the_same_file() {
-    use epas_model::load::{export_gguf, GgufQuant, QuantScheme};
+    use epas_model::load::export_gguf;
+    use epas_model::{GgufQuant, QuantScheme};
     let (model, tok) = smollm2();
     let dir = tempfile::tempdir().unwrap();
     for (quant, weights) in [

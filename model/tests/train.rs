@@ -269,7 +269,7 @@ fn saved_and_exported_models_give_the_trained_logits() {
 
     // GGUF f32 export: same logits (Q/K rows permuted to llama.cpp's layout and back).
     let gguf = dir.path().join("m.gguf");
-    epas_model::load::export_gguf(&saved, &tok, epas_model::load::GgufQuant::F32, &gguf).unwrap();
+    epas_model::load::export_gguf(&saved, &tok, epas_model::GgufQuant::F32, &gguf).unwrap();
     let (exported, etok) = epas_model::load_model(&gguf, &Device::Cpu).unwrap();
     assert_eq!(etok.encode("the state of our union").unwrap(), tokens);
     assert_eq!(exported.info.epas, saved.info.epas);
@@ -282,7 +282,7 @@ fn saved_and_exported_models_give_the_trained_logits() {
     let q = epas_model::load::export_gguf(
         &saved,
         &tok,
-        epas_model::load::GgufQuant::Q8_0,
+        epas_model::GgufQuant::Q8_0,
         &dir.path().join("q.gguf"),
     );
     assert!(q.is_ok(), "{q:?}");

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use epas_model::builtin::BUILTIN_NAME;
-use epas_model::load::{export_gguf, GgufQuant, QuantScheme};
+use epas_model::load::export_gguf;
+use epas_model::{GgufQuant, QuantScheme};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use epas_model::builtin::BUILTIN_NAME;
-use epas_model::load::GgufQuant;
+use epas_model::GgufQuant;
 use epas_model::{EpasLlama, KvDtype, TextTokenizer};
 
 use super::device::DeviceArgs;

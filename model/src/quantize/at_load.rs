@@ -7,20 +7,13 @@ use std::sync::Arc;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Tensor};
 
+use super::blocks::{quantize, row_format};
+use super::format::{GgufQuant, QuantScheme, Role};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::host_weights::HostWeights;
 use crate::linear::{Embedding, Linear};
-use crate::load::{quantize, GgufQuant, QuantScheme};
 use crate::model::EpasLlama;
-
-/// A float matrix's place in the model: the layers take the scheme's format, the LM head and a
-/// table tied to it [`QuantScheme::head`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Layer,
-    Head,
-}
 
 /// What load-time quantization does to each float matrix as a loader reads it, so a checkpoint
 /// is never held in f32 whole: quantized by the scheme (blocks rewritten for the CPU kernels
@@ -54,19 +47,12 @@ impl FloatMatrices {
         self.rewrite
     }
 
-    fn quant(scheme: QuantScheme, role: Role) -> GgufQuant {
-        match role {
-            Role::Layer => scheme.quant,
-            Role::Head => scheme.head(),
-        }
-    }
-
     /// A float matrix (any float dtype) as a linear layer.
     pub fn linear(&mut self, w: &Tensor, role: Role, name: &str) -> Result<Linear> {
         match self.scheme {
             None => Linear::dense(w.clone()),
             Some(s) => {
-                let q = quantize(&w.to_dtype(DType::F32)?, Self::quant(s, role), name)?;
+                let q = quantize(&w.to_dtype(DType::F32)?, s.format_for(role), name)?;
                 self.quantized += 1;
                 Linear::quantized_with(q, self.rewrite)
             }
@@ -78,9 +64,9 @@ impl FloatMatrices {
         match self.scheme {
             None => Ok(Embedding::Dense(w.to_dtype(DType::F32)?)),
             Some(s) => {
-                let role = if tied { Role::Head } else { Role::Layer };
                 let table = w.to_dtype(DType::F32)?;
-                let q = quantize(&table, Self::quant(s, role), "token_embd.weight")?;
+                let format = s.format_for(Role::table(tied));
+                let q = quantize(&table, format, "token_embd.weight")?;
                 self.quantized += 1;
                 Ok(Embedding::Quantized(Arc::new(q)))
             }
@@ -170,13 +156,7 @@ fn check_blocks_fit(weights: &HostWeights, c: &LlamaConfig, scheme: QuantScheme)
         (scheme.head(), c.hidden_size),
     ];
     for (quant, cols) in dense_cols.chain(head) {
-        let block = quant.dtype(cols).block_size();
-        if !cols.is_multiple_of(block) {
-            return Err(ModelError::Config(format!(
-                "rows of {cols} values cannot be stored as {} (blocks of {block})",
-                quant.name()
-            )));
-        }
+        row_format(quant, cols, None)?;
     }
     Ok(())
 }
