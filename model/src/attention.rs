@@ -2,7 +2,7 @@
 //! steps so that sharing layers can reuse the probabilities of their source layer.
 
 use crate::attention_kernels;
-use crate::kernels::SpinPool;
+use crate::kernels::{DisjointMut, SpinPool};
 use crate::kv_cache::Rows;
 
 /// Heads and widths of the attention computation.
@@ -41,11 +41,6 @@ pub struct SequenceAttention<'a> {
     /// `(t, heads * head_dim)`.
     pub out: &'a mut [f32],
 }
-
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint (head, query row) parts of the buffers.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 impl AttentionShape {
     fn group(&self) -> usize {
@@ -98,11 +93,12 @@ impl AttentionShape {
                 }
             }
         }
-        let ptrs: Vec<(SendPtr, Option<SendPtr>)> = seqs
+        // Tasks write disjoint (head, query row) parts of the outputs and the kept P.
+        let ptrs: Vec<(DisjointMut<f32>, Option<DisjointMut<f32>>)> = seqs
             .iter_mut()
             .map(|s| {
-                let keep = s.keep_probs.as_mut().map(|p| SendPtr(p.as_mut_ptr()));
-                (SendPtr(s.out.as_mut_ptr()), keep)
+                let keep = s.keep_probs.as_deref_mut().map(DisjointMut::new);
+                (DisjointMut::new(s.out), keep)
             })
             .collect();
         let (seqs, ptrs, tasks) = (&*seqs, &ptrs, &tasks);
@@ -118,7 +114,7 @@ impl AttentionShape {
     fn head_task(
         &self,
         seq: &SequenceAttention<'_>,
-        ptrs: &(SendPtr, Option<SendPtr>),
+        ptrs: &(DisjointMut<f32>, Option<DisjointMut<f32>>),
         h: usize,
         i0: usize,
         i1: usize,
@@ -133,7 +129,7 @@ impl AttentionShape {
                     // SAFETY: rows i0..i1 of head h in P belong to this task only.
                     Some(keep) => unsafe {
                         std::slice::from_raw_parts_mut(
-                            keep.0.add((h * seq.t + i0) * total),
+                            keep.ptr().add((h * seq.t + i0) * total),
                             rows * total,
                         )
                     },
@@ -151,7 +147,7 @@ impl AttentionShape {
             // SAFETY: columns of head h in output row i belong to this task only.
             let out = unsafe {
                 std::slice::from_raw_parts_mut(
-                    ptrs.0 .0.add(i * self.q_dim() + h * self.head_dim),
+                    ptrs.0.ptr().add(i * self.q_dim() + h * self.head_dim),
                     self.head_dim,
                 )
             };

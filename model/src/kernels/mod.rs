@@ -13,6 +13,7 @@ mod tests;
 
 pub use packed::{PackedFormat, PackedMatrix, GROUP};
 pub use packed_matmul::{matmul_jobs, MatmulJob};
+pub(crate) use pool::DisjointMut;
 pub use pool::{par_chunks_mut, SpinPool};
 pub use q8::{quantize_q8_1, BlockQ8_1, QK};
 pub use repack::GgufBlocks;

@@ -4,7 +4,7 @@
 //! evenly across threads.
 
 use super::packed::{tile_scalar, PackedMatrix, GROUP};
-use super::pool::SpinPool;
+use super::pool::{DisjointMut, SpinPool};
 use super::q8::{BlockQ8_1, QK};
 use super::KernelLevel;
 
@@ -24,11 +24,6 @@ pub struct MatmulJob<'a> {
     pub rows: usize,
     pub out: &'a mut [f32],
 }
-
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint (row, column) ranges of the output buffers.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 #[derive(Clone, Copy)]
 struct Task {
@@ -69,10 +64,8 @@ pub(crate) fn matmul_jobs_at(level: KernelLevel, acts: &[BlockQ8_1], jobs: &mut 
             }
         }
     }
-    let outs: Vec<SendPtr> = jobs
-        .iter_mut()
-        .map(|j| SendPtr(j.out.as_mut_ptr()))
-        .collect();
+    // Tasks write disjoint (row, column) ranges of the output buffers.
+    let outs: Vec<DisjointMut<f32>> = jobs.iter_mut().map(|j| DisjointMut::new(j.out)).collect();
     let (jobs, outs, tasks) = (&*jobs, &outs, &tasks);
     pool.run(tasks.len(), &|t| {
         let task = tasks[t];
@@ -94,7 +87,7 @@ pub(crate) fn matmul_jobs_at(level: KernelLevel, acts: &[BlockQ8_1], jobs: &mut 
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             values.as_ptr(),
-                            outs[task.job].0.add((r + i) * n_total + g * GROUP),
+                            outs[task.job].ptr().add((r + i) * n_total + g * GROUP),
                             lanes,
                         );
                     }

@@ -145,21 +145,37 @@ pub fn par_chunks_mut<T: Send>(
     chunk_len: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    struct Base<T>(*mut T);
-    // SAFETY: every task touches only its own, disjoint chunk.
-    unsafe impl<T> Sync for Base<T> {}
     let chunk_len = chunk_len.max(1);
     let len = data.len();
-    let base = Base(data.as_mut_ptr());
+    let base = DisjointMut::new(data);
     let base = &base;
     SpinPool::global().run(len.div_ceil(chunk_len), &|i| {
         let start = i * chunk_len;
         let n = chunk_len.min(len - start);
         // SAFETY: [start, start + n) lies inside `data` and no other task uses it.
-        let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), n) };
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), n) };
         f(i, chunk);
     });
 }
+
+/// A buffer the tasks of one parallel region write through, each only its own disjoint part
+/// (every use says which part is whose).
+pub(crate) struct DisjointMut<T>(*mut T);
+
+impl<T> DisjointMut<T> {
+    pub fn new(buffer: &mut [T]) -> Self {
+        Self(buffer.as_mut_ptr())
+    }
+
+    /// The buffer's first element.
+    pub fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: the tasks sharing it write disjoint parts of the buffer, which outlives the region.
+unsafe impl<T: Send> Send for DisjointMut<T> {}
+unsafe impl<T: Send> Sync for DisjointMut<T> {}
 
 impl Drop for SpinPool {
     fn drop(&mut self) {

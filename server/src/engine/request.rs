@@ -3,6 +3,9 @@
 use epas_model::sampler::SamplingParams;
 use epas_model::SharingPlan;
 
+/// Why one choice ended (the model crate's, so `generate` and the engine say it alike).
+pub use epas_model::FinishReason;
+
 /// Generation settings of one request.
 #[derive(Debug, Clone)]
 pub struct GenerationParams {
@@ -39,24 +42,6 @@ pub struct GenerationRequest {
     pub prompt: Vec<u32>,
     pub plan: SharingPlan,
     pub params: GenerationParams,
-}
-
-/// Why one choice ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// EOS, a stop token or a stop string.
-    Stop,
-    /// `max_tokens`, or the model's context is full.
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-        }
-    }
 }
 
 /// Log-probability of a generated token and its top alternatives.
