@@ -10,7 +10,7 @@ use epas_model::config::LlamaConfig;
 
 /// A random ~200 MB (f32) model with the built-in model's tokenizer, as an HF folder.
 fn write_model(dir: &Path) -> usize {
-    let (builtin, tokenizer) = epas_model::builtin::load_builtin(&Device::Cpu).unwrap();
+    let (builtin, tokenizer) = epas_builtin::load_builtin(&Device::Cpu).unwrap();
     let config = LlamaConfig {
         vocab_size: builtin.config().vocab_size,
         hidden_size: 1024,

@@ -4,7 +4,6 @@
 
 pub mod attention;
 mod attention_kernels;
-pub mod builtin;
 pub mod config;
 mod device_forward;
 pub mod error;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use epas_model::builtin::BUILTIN_NAME;
+use epas_builtin::BUILTIN_NAME;
 use epas_model::GgufQuant;
 use epas_model::{EpasLlama, KvDtype, TextTokenizer};
 
@@ -65,7 +65,7 @@ impl ModelArgs {
         };
         let mut loaded = if self.model.as_path() == std::path::Path::new(BUILTIN_NAME) {
             let mut builtin =
-                epas_model::builtin::load_builtin(&device).context("loading the built-in model")?;
+                epas_builtin::load_builtin(&device).context("loading the built-in model")?;
             if let Some(quant) = self.quantize {
                 // Refused: the built-in weights are Q8_0 already.
                 builtin
