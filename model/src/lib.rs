@@ -28,7 +28,6 @@ pub mod sharing;
 #[cfg(test)]
 mod test_random;
 pub mod tokenizer;
-pub mod train;
 pub mod vector_ops;
 
 pub use config::{EpasMeta, LlamaConfig, ModelInfo};

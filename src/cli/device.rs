@@ -10,8 +10,8 @@ use std::str::FromStr;
 use anyhow::Context;
 use candle_core::{DType, Device};
 use clap::Args;
-use epas_model::train::TrainDevice;
 use epas_model::{DeviceWeights, EpasLlama};
+use epas_train::TrainDevice;
 
 use super::memory::{peak_rss_mb, release_freed_memory, rss_mb};
 

@@ -267,6 +267,7 @@ def test_dockerignore_keeps_what_the_build_needs():
         "server",
         "model",
         "builtin",
+        "train",
         "loadtest",
         "src",
         "Cargo.toml",

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::device::TrainDevice;
-use crate::train::error::{TrainError, TrainResult};
+use crate::device::TrainDevice;
+use crate::error::{TrainError, TrainResult};
 
 /// Shape of a model trained from scratch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

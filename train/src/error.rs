@@ -28,7 +28,7 @@ pub enum TrainError {
     #[error("plot: {0}")]
     Plot(String),
     #[error(transparent)]
-    Model(#[from] crate::error::ModelError),
+    Model(#[from] epas_model::ModelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

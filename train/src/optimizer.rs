@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var};
 
-use crate::train::error::{TrainError, TrainResult};
+use crate::error::{TrainError, TrainResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {

@@ -1,6 +1,8 @@
 //! Helpers shared by the model tests: the real SmolLM2 model and the llama.cpp vectors.
 #![allow(dead_code)]
 
+pub mod scaled;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
-use crate::rope_scaling::RopeScaling;
-use crate::tokenizer::TextTokenizer;
-use crate::train::bpe::{document_separator, train_bpe, CHATML_TEMPLATE};
-use crate::train::checkpoint::CHECKPOINT_DIR;
-use crate::train::data::{read_corpus, token_stream, Dataset};
-use crate::train::error::{TrainError, TrainResult};
-use crate::train::options::{Architecture, TrainOptions};
-use crate::train::params::TrainParams;
+use crate::bpe::{document_separator, train_bpe, CHATML_TEMPLATE};
+use crate::checkpoint::CHECKPOINT_DIR;
+use crate::data::{read_corpus, token_stream, Dataset};
+use crate::error::{TrainError, TrainResult};
+use crate::options::{Architecture, TrainOptions};
+use crate::params::TrainParams;
+use epas_model::rope_scaling::RopeScaling;
+use epas_model::TextTokenizer;
+use epas_model::{EpasMeta, LlamaConfig, ModelInfo};
 
 /// What a saved run needs to rebuild its tokenizer around `tokenizer.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,13 +116,13 @@ pub struct Start {
 pub fn initial_model(
     opts: &TrainOptions,
     arch_given: bool,
-    docs: &[crate::train::data::Document],
+    docs: &[crate::data::Document],
 ) -> TrainResult<Start> {
     if let Some(init) = &opts.init {
-        let (model, tokenizer) = crate::load::load_model(init, &Device::Cpu)?;
+        let (model, tokenizer) = epas_model::load_model(init, &Device::Cpu)?;
         let c = model.config();
         // The run is saved as HF folders: refuse now a scaling they cannot describe.
-        crate::load::hf_rope_scaling(&c.rope_scaling)?;
+        epas_model::load::hf_rope_scaling(&c.rope_scaling)?;
         if arch_given {
             let a = &opts.arch;
             let theirs = (
@@ -164,7 +164,7 @@ pub fn initial_model(
     };
     let vocab = tokenizer.inner().get_vocab_size(true);
     let config = config_for(&opts.arch, vocab, opts.seq_len);
-    let model = crate::init::random_model(config, None, opts.seed)?;
+    let model = epas_model::init::random_model(config, None, opts.seed)?;
     let info = ModelInfo {
         name: opts
             .out
@@ -183,7 +183,7 @@ pub fn initial_model(
 /// Tokenized training and validation windows.
 pub fn load_data(
     opts: &TrainOptions,
-    docs: &[crate::train::data::Document],
+    docs: &[crate::data::Document],
     tokenizer: &TextTokenizer,
     vocab: usize,
 ) -> TrainResult<Dataset> {

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use epas_model::train::forward::{forward, loss, ForwardContext};
-use epas_model::train::{train, Architecture, TrainDevice, TrainOptions, TrainParams};
 use epas_model::{LlamaConfig, SharingPlan};
+use epas_train::forward::{forward, loss, ForwardContext};
+use epas_train::{train, Architecture, TrainDevice, TrainOptions, TrainParams};
 
 fn tiny_config() -> LlamaConfig {
     LlamaConfig {
@@ -254,7 +254,7 @@ fn saved_and_exported_models_give_the_trained_logits() {
     train(opts, true, false, &mut |_| {}).unwrap();
     let out = dir.path().join("m");
     let (saved, tok) = epas_model::load_model(&out, &Device::Cpu).unwrap();
-    let ckpt = epas_model::train::checkpoint::load(&out).unwrap();
+    let ckpt = epas_train::checkpoint::load(&out).unwrap();
     let params = TrainParams::from_model(&saved).unwrap();
     params.load_from(&ckpt.weights).unwrap();
     let tokens = tok.encode("the state of our union").unwrap();

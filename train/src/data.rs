@@ -8,8 +8,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::tokenizer::TextTokenizer;
-use crate::train::error::{TrainError, TrainResult};
+use crate::error::{TrainError, TrainResult};
+use epas_model::TextTokenizer;
 
 /// One input file.
 #[derive(Debug, Clone)]

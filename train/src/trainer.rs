@@ -5,20 +5,20 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use crate::train::device::TrainDevice;
+use crate::device::TrainDevice;
 
-use crate::sharing::SharingPlan;
-use crate::tokenizer::TextTokenizer;
-use crate::train::checkpoint::{self, TrainState};
-use crate::train::data::{read_corpus, BatchOrder, Dataset, Windows};
-use crate::train::error::{TrainError, TrainResult};
-use crate::train::forward::{loss, ForwardContext};
-use crate::train::log::{plot_losses, write_atomic, write_csv, StepRecord};
-use crate::train::optimizer::{clip_global_norm, learning_rate, AdamW, AdamWConfig, Update};
-use crate::train::options::TrainOptions;
-use crate::train::params::TrainParams;
-use crate::train::schedule::ProgressiveSchedule;
-use crate::train::setup::{self, TokenizerMeta};
+use crate::checkpoint::{self, TrainState};
+use crate::data::{read_corpus, BatchOrder, Dataset, Windows};
+use crate::error::{TrainError, TrainResult};
+use crate::forward::{loss, ForwardContext};
+use crate::log::{plot_losses, write_atomic, write_csv, StepRecord};
+use crate::optimizer::{clip_global_norm, learning_rate, AdamW, AdamWConfig, Update};
+use crate::options::TrainOptions;
+use crate::params::TrainParams;
+use crate::schedule::ProgressiveSchedule;
+use crate::setup::{self, TokenizerMeta};
+use epas_model::SharingPlan;
+use epas_model::TextTokenizer;
 
 /// What the caller sees after each step.
 pub struct Progress<'a> {
@@ -86,7 +86,7 @@ struct Run {
     opts: TrainOptions,
     params: TrainParams,
     tokenizer: TextTokenizer,
-    info: crate::config::ModelInfo,
+    info: epas_model::ModelInfo,
     data: Dataset,
     schedule: Option<ProgressiveSchedule>,
     target_layers: usize,
@@ -119,7 +119,7 @@ pub fn train(
             setup::initial_model(&opts, false, &docs)?
         } else {
             let config = ckpt.state.model_config.clone();
-            let model = crate::init::random_model(config, None, opts.seed)?;
+            let model = epas_model::init::random_model(config, None, opts.seed)?;
             setup::Start {
                 params: TrainParams::from_model(&model)?,
                 info: model.info.clone(),
@@ -369,7 +369,7 @@ impl Run {
             )
         };
         let model = self.params.to_model(info)?;
-        crate::load::save_model_files(&model, &self.tokenizer, &out)?;
+        epas_model::load::save_model_files(&model, &self.tokenizer, &out)?;
         write_csv(&out.join("train_log.csv"), &self.state.log)?;
         let switches = self
             .schedule

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::error::{TrainError, TrainResult};
+use crate::error::{TrainError, TrainResult};
 
 /// One training step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::train::error::{TrainError, TrainResult};
-use crate::train::log::StepRecord;
-use crate::train::optimizer::{AdamW, AdamWConfig};
-use crate::train::options::TrainOptions;
-use crate::train::params::TrainParams;
+use crate::error::{TrainError, TrainResult};
+use crate::log::StepRecord;
+use crate::optimizer::{AdamW, AdamWConfig};
+use crate::options::TrainOptions;
+use crate::params::TrainParams;
 
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 const STATE_FILE: &str = "state.json";
@@ -33,9 +33,9 @@ pub struct TrainState {
     /// Train windows in the data the run started with (checked on resume).
     pub train_windows: usize,
     pub options: TrainOptions,
-    pub model_config: crate::config::LlamaConfig,
+    pub model_config: epas_model::LlamaConfig,
     pub model_name: String,
-    pub tokenizer: crate::train::setup::TokenizerMeta,
+    pub tokenizer: crate::setup::TokenizerMeta,
     pub adamw: AdamWConfig,
     pub optimizer_steps: HashMap<String, u64>,
     pub log: Vec<StepRecord>,
@@ -63,7 +63,7 @@ pub fn save(
     state: &TrainState,
     params: &TrainParams,
     optimizer: &AdamW,
-    tokenizer: &crate::tokenizer::TextTokenizer,
+    tokenizer: &epas_model::TextTokenizer,
 ) -> TrainResult<()> {
     let dir = out.join(CHECKPOINT_DIR);
     let tmp = out.join(format!(".{CHECKPOINT_DIR}.tmp"));

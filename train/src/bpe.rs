@@ -10,9 +10,9 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::tokenizer::TextTokenizer;
-use crate::train::data::Document;
-use crate::train::error::{TrainError, TrainResult};
+use crate::data::Document;
+use crate::error::{TrainError, TrainResult};
+use epas_model::TextTokenizer;
 
 /// End of a document; the first token of the vocabulary.
 pub const END_OF_TEXT: &str = "<|endoftext|>";

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::error::TrainError;
+use crate::error::TrainError;
 
 /// Interval `I`, growth `B` and target set `S_c` (the deepest layers, shallow to deep).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,10 +6,10 @@
 
 use candle_core::Tensor;
 
-use crate::rope::RopeTable;
-use crate::train::device::TrainDevice;
-use crate::train::ops::{cross_entropy, rms_norm, softmax_last_dim};
-use crate::train::params::TrainParams;
+use crate::device::TrainDevice;
+use crate::ops::{cross_entropy, rms_norm, softmax_last_dim};
+use crate::params::TrainParams;
+use epas_model::rope::RopeTable;
 
 /// Per-shape constants of the forward (RoPE tables, the causal mask) on the run's device, and
 /// which ops it uses.

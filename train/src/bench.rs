@@ -8,12 +8,12 @@ use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::LlamaConfig;
-use crate::train::device::TrainDevice;
-use crate::train::error::TrainResult;
-use crate::train::forward::{loss, ForwardContext};
-use crate::train::optimizer::{AdamW, AdamWConfig, Update};
-use crate::train::params::TrainParams;
+use crate::device::TrainDevice;
+use crate::error::TrainResult;
+use crate::forward::{loss, ForwardContext};
+use crate::optimizer::{AdamW, AdamWConfig, Update};
+use crate::params::TrainParams;
+use epas_model::LlamaConfig;
 
 /// Forward FLOPs per token of one layer and the part a sharing layer skips (Wq/Wk projections,
 /// RoPE, `Q K^T` and softmax over a `seq`-token causal window, computed as a full square).
@@ -58,7 +58,7 @@ pub fn bench_training(
     repeats: usize,
     on: &TrainDevice,
 ) -> TrainResult<Vec<TrainBenchRow>> {
-    let model = crate::init::random_model(config.clone(), None, 1)?;
+    let model = epas_model::init::random_model(config.clone(), None, 1)?;
     let params = TrainParams::from_model(&model)?.to_device(on.device())?;
     let ctx = ForwardContext::new(&params, seq, on)?;
     let mut rng = StdRng::seed_from_u64(2);

@@ -3,11 +3,11 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::config::{LlamaConfig, ModelInfo};
-use crate::host_weights::{DecoderLayer, HostWeights};
-use crate::linear::{Embedding, Linear};
-use crate::model::EpasLlama;
-use crate::train::error::{TrainError, TrainResult};
+use crate::error::{TrainError, TrainResult};
+use epas_model::linear::{Embedding, Linear};
+use epas_model::EpasLlama;
+use epas_model::{DecoderLayer, HostWeights};
+use epas_model::{LlamaConfig, ModelInfo};
 
 /// One decoder layer's weights.
 #[derive(Debug, Clone)]
