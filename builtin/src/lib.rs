@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use epas_model::load::load_gguf_bytes;
+use epas_model::load_gguf_bytes;
 use epas_model::{EpasLlama, Result, TextTokenizer};
 
 /// What `--model` names to select it.

@@ -7,7 +7,7 @@ use crate::kv_cache::Rows;
 
 /// Heads and widths of the attention computation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttentionShape {
+pub(crate) struct AttentionShape {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
@@ -20,7 +20,7 @@ const QUERY_CHUNK: usize = 32;
 const TASKS_PER_THREAD: usize = 4;
 
 /// Where a sequence's attention probabilities come from.
-pub enum ProbsSource<'a> {
+pub(crate) enum ProbsSource<'a> {
     /// `softmax(Q K^T / sqrt(d))` from `q` (`(t, heads * head_dim)`, post-RoPE) and `keys`
     /// (at least `start + t` rows of `kv_heads * head_dim`).
     Compute { q: &'a [f32], keys: Rows<'a> },
@@ -29,7 +29,7 @@ pub enum ProbsSource<'a> {
 }
 
 /// One sequence's attention in one layer: `t` new queries after `start` cached positions.
-pub struct SequenceAttention<'a> {
+pub(crate) struct SequenceAttention<'a> {
     pub t: usize,
     pub start: usize,
     pub probs: ProbsSource<'a>,
@@ -52,7 +52,7 @@ impl AttentionShape {
     }
 
     /// Number of floats of `P` for `t` queries after `start` cached positions.
-    pub fn probs_len(&self, t: usize, start: usize) -> usize {
+    pub(crate) fn probs_len(&self, t: usize, start: usize) -> usize {
         self.num_heads * t * (start + t)
     }
 
@@ -61,7 +61,7 @@ impl AttentionShape {
     /// to keep the threads busy (each key and value row then comes from memory once and from
     /// cache for the other heads), single heads otherwise. Each output value depends only on
     /// its own sequence.
-    pub fn attend(&self, seqs: &mut [SequenceAttention<'_>]) {
+    pub(crate) fn attend(&self, seqs: &mut [SequenceAttention<'_>]) {
         assert!(
             self.num_kv_heads > 0 && self.num_heads.is_multiple_of(self.num_kv_heads),
             "query heads must be a multiple of K/V heads"

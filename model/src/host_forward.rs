@@ -33,7 +33,7 @@ pub(crate) struct HostForward<'a> {
 
 impl HostForward<'_> {
     /// Runs a validated step whose room is reserved.
-    pub fn run(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+    pub(crate) fn run(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
         let c = self.config;
         let (q_dim, kv_dim) = (c.hidden_size, c.kv_dim());
         let eps = c.rms_norm_eps as f32;

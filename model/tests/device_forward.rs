@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::max_abs_diff;
-use epas_model::paged::PagedSequence;
+use epas_model::PagedSequence;
 use epas_model::{
     Backend, DeviceWeights, EpasLlama, KvCache, KvDtype, Logits, ModelError, SequenceCache,
     SequenceStep, SharedAttention, SharingPlan,
@@ -258,7 +258,7 @@ fn a_device_model_keeps_no_host_weights() {
 #[test]
 fn quantized_device_weights_match_the_host_kernels_on_the_same_blocks() {
     use candle_core::quantized::{GgmlDType, QTensor};
-    use epas_model::linear::Linear;
+    use epas_model::Linear;
     for format in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
         let mut host = model(64, 4, 2);
         let quantize = |l: &Linear| {

@@ -11,9 +11,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use common::scaled::*;
 use common::*;
-use epas_model::load::{export_gguf, save_safetensors};
-use epas_model::rope_scaling::RopeScaling;
 use epas_model::GgufQuant;
+use epas_model::RopeScaling;
+use epas_model::{export_gguf, save_safetensors};
 use epas_model::{load_model, DeviceWeights, EpasLlama, ModelError};
 
 /// llama.cpp's `rope_freqs` for the Llama-3 parameters above (one divisor per frequency).

@@ -6,8 +6,8 @@
 use anyhow::Context;
 use candle_core::{DType, Tensor};
 use clap::Args;
-use epas_model::paged::PagedSequence;
-use epas_model::sampler::argmax;
+use epas_model::argmax;
+use epas_model::PagedSequence;
 use epas_model::{Backend, DeviceWeights, EpasLlama, Logits, SequenceStep, SharingPlan};
 use serde::Serialize;
 

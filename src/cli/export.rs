@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use epas_builtin::BUILTIN_NAME;
-use epas_model::load::export_gguf;
+use epas_model::export_gguf;
 use epas_model::{GgufQuant, QuantScheme};
 
 #[derive(Debug, Args)]

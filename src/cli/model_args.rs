@@ -77,13 +77,13 @@ impl ModelArgs {
         } else {
             // Float matrices are quantized one by one as they are read: the checkpoint is never
             // held whole in f32.
-            let options = epas_model::load::LoadOptions {
+            let options = epas_model::LoadOptions {
                 rewrite_formats: rewrite,
                 quantize: self.quantize.map(Into::into),
             };
-            epas_model::load::load_model_with(&self.model, &device, &options).with_context(
-                || format!("loading {}{}", self.model.display(), quantize_context()),
-            )?
+            epas_model::load_model_with(&self.model, &device, &options).with_context(|| {
+                format!("loading {}{}", self.model.display(), quantize_context())
+            })?
         };
         loaded.0.set_kv_dtype(self.kv_cache_dtype);
         let c = loaded.0.config();

@@ -58,7 +58,7 @@ pub fn bench_training(
     repeats: usize,
     on: &TrainDevice,
 ) -> TrainResult<Vec<TrainBenchRow>> {
-    let model = epas_model::init::random_model(config.clone(), None, 1)?;
+    let model = epas_model::random_model(config.clone(), None, 1)?;
     let params = TrainParams::from_model(&model)?.to_device(on.device())?;
     let ctx = ForwardContext::new(&params, seq, on)?;
     let mut rng = StdRng::seed_from_u64(2);

@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use crate::device::TrainDevice;
 use crate::ops::{cross_entropy, rms_norm, softmax_last_dim};
 use crate::params::TrainParams;
-use epas_model::rope::RopeTable;
+use epas_model::RopeTable;
 
 /// Per-shape constants of the forward (RoPE tables, the causal mask) on the run's device, and
 /// which ops it uses.

@@ -28,7 +28,7 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn inv_rms(&self, row: &[f32]) -> f32 {
-        epas_model::vector_ops::inv_rms(row, self.eps)
+        epas_model::inv_rms(row, self.eps)
     }
 }
 

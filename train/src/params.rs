@@ -4,9 +4,9 @@
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::error::{TrainError, TrainResult};
-use epas_model::linear::{Embedding, Linear};
 use epas_model::EpasLlama;
 use epas_model::{DecoderLayer, HostWeights};
+use epas_model::{Embedding, Linear};
 use epas_model::{LlamaConfig, ModelInfo};
 
 /// One decoder layer's weights.

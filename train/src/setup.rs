@@ -11,7 +11,7 @@ use crate::data::{read_corpus, token_stream, Dataset};
 use crate::error::{TrainError, TrainResult};
 use crate::options::{Architecture, TrainOptions};
 use crate::params::TrainParams;
-use epas_model::rope_scaling::RopeScaling;
+use epas_model::RopeScaling;
 use epas_model::TextTokenizer;
 use epas_model::{EpasMeta, LlamaConfig, ModelInfo};
 
@@ -122,7 +122,7 @@ pub fn initial_model(
         let (model, tokenizer) = epas_model::load_model(init, &Device::Cpu)?;
         let c = model.config();
         // The run is saved as HF folders: refuse now a scaling they cannot describe.
-        epas_model::load::hf_rope_scaling(&c.rope_scaling)?;
+        epas_model::hf_rope_scaling(&c.rope_scaling)?;
         if arch_given {
             let a = &opts.arch;
             let theirs = (
@@ -164,7 +164,7 @@ pub fn initial_model(
     };
     let vocab = tokenizer.inner().get_vocab_size(true);
     let config = config_for(&opts.arch, vocab, opts.seq_len);
-    let model = epas_model::init::random_model(config, None, opts.seed)?;
+    let model = epas_model::random_model(config, None, opts.seed)?;
     let info = ModelInfo {
         name: opts
             .out

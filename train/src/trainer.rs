@@ -119,7 +119,7 @@ pub fn train(
             setup::initial_model(&opts, false, &docs)?
         } else {
             let config = ckpt.state.model_config.clone();
-            let model = epas_model::init::random_model(config, None, opts.seed)?;
+            let model = epas_model::random_model(config, None, opts.seed)?;
             setup::Start {
                 params: TrainParams::from_model(&model)?,
                 info: model.info.clone(),
@@ -369,7 +369,7 @@ impl Run {
             )
         };
         let model = self.params.to_model(info)?;
-        epas_model::load::save_model_files(&model, &self.tokenizer, &out)?;
+        epas_model::save_model_files(&model, &self.tokenizer, &out)?;
         write_csv(&out.join("train_log.csv"), &self.state.log)?;
         let switches = self
             .schedule

@@ -7,9 +7,9 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::scaled::{llama3, logits, odd_table, sharp_model};
 use common::{max_abs_diff, smollm2};
-use epas_model::load::export_gguf;
-use epas_model::rope_scaling::RopeScaling;
+use epas_model::export_gguf;
 use epas_model::GgufQuant;
+use epas_model::RopeScaling;
 use epas_train::forward::{forward, ForwardContext};
 use epas_train::{train, TrainDevice, TrainOptions, TrainParams};
 

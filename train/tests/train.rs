@@ -73,7 +73,7 @@ fn sources_for(layers: usize, k: usize) -> Vec<usize> {
 
 #[test]
 fn training_forward_equals_the_serving_forward_at_every_ratio() {
-    let model = epas_model::init::random_model(tiny_config(), None, 5).unwrap();
+    let model = epas_model::random_model(tiny_config(), None, 5).unwrap();
     let params = TrainParams::from_model(&model).unwrap();
     let ctx = ForwardContext::new(&params, 20, &TrainDevice::host()).unwrap();
     let tokens: Vec<u32> = (0..20).map(|i| (i * 37 + 11) % 97).collect();
@@ -92,7 +92,7 @@ fn training_forward_equals_the_serving_forward_at_every_ratio() {
 
 #[test]
 fn sharing_layers_wq_wk_get_no_gradient_and_the_source_gets_theirs() {
-    let model = epas_model::init::random_model(tiny_config(), None, 6).unwrap();
+    let model = epas_model::random_model(tiny_config(), None, 6).unwrap();
     let params = TrainParams::from_model(&model).unwrap();
     let ctx = ForwardContext::new(&params, 12, &TrainDevice::host()).unwrap();
     let windows: Vec<u32> = (0..26).map(|i| (i * 13 + 3) % 97).collect();
@@ -269,7 +269,7 @@ fn saved_and_exported_models_give_the_trained_logits() {
 
     // GGUF f32 export: same logits (Q/K rows permuted to llama.cpp's layout and back).
     let gguf = dir.path().join("m.gguf");
-    epas_model::load::export_gguf(&saved, &tok, epas_model::GgufQuant::F32, &gguf).unwrap();
+    epas_model::export_gguf(&saved, &tok, epas_model::GgufQuant::F32, &gguf).unwrap();
     let (exported, etok) = epas_model::load_model(&gguf, &Device::Cpu).unwrap();
     assert_eq!(etok.encode("the state of our union").unwrap(), tokens);
     assert_eq!(exported.info.epas, saved.info.epas);
@@ -279,7 +279,7 @@ fn saved_and_exported_models_give_the_trained_logits() {
     );
     assert!(d < 1e-4, "f32 GGUF logits differ by {d}");
     // A quantized export needs rows that are whole blocks.
-    let q = epas_model::load::export_gguf(
+    let q = epas_model::export_gguf(
         &saved,
         &tok,
         epas_model::GgufQuant::Q8_0,

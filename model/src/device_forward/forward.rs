@@ -48,7 +48,7 @@ struct Batch<'s> {
 
 impl DeviceForward<'_> {
     /// Runs a validated step whose room is reserved; returns host logits like the host path.
-    pub fn run(&self, steps: &[SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
+    pub(crate) fn run(&self, steps: &[SequenceStep<'_>]) -> Result<Vec<Option<Tensor>>> {
         let m = self.model;
         let device = &m.device;
         let batch = self.batch(steps)?;

@@ -49,7 +49,7 @@ pub(super) enum DeviceMatrix {
 
 impl DeviceMatrix {
     /// `x W^T` for `x` of `(n, in)`, in `x`'s dtype.
-    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn apply(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Self::Dense(w) => x.matmul(&w.t()?)?,
             // candle's CPU quantized matmul takes f32 only; the casts are cheap next to it.

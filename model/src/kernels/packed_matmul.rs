@@ -19,7 +19,7 @@ const TASKS_PER_THREAD: usize = 8;
 
 /// One matrix of a region: `out` receives `rows` rows of `matrix.rows()` floats computed from
 /// the first `rows` activation rows.
-pub struct MatmulJob<'a> {
+pub(crate) struct MatmulJob<'a> {
     pub matrix: &'a PackedMatrix,
     pub rows: usize,
     pub out: &'a mut [f32],
@@ -34,7 +34,7 @@ struct Task {
 
 /// Runs every job at this CPU's kernel level; `acts` holds activation rows of `cols / 32`
 /// blocks each (all matrices must have the same `cols`), at least as many rows as any job uses.
-pub fn matmul_jobs(acts: &[BlockQ8_1], jobs: &mut [MatmulJob<'_>]) {
+pub(crate) fn matmul_jobs(acts: &[BlockQ8_1], jobs: &mut [MatmulJob<'_>]) {
     matmul_jobs_at(super::kernel_level(), acts, jobs)
 }
 

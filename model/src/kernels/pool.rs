@@ -39,7 +39,7 @@ struct Shared {
     shutdown: AtomicBool,
 }
 
-pub struct SpinPool {
+pub(crate) struct SpinPool {
     shared: Arc<Shared>,
     helpers: usize,
     busy: Mutex<()>,
@@ -47,7 +47,7 @@ pub struct SpinPool {
 
 impl SpinPool {
     /// A pool of `threads` threads in all: the caller plus `threads - 1` helpers.
-    pub fn new(threads: usize) -> Self {
+    pub(crate) fn new(threads: usize) -> Self {
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
@@ -71,17 +71,17 @@ impl SpinPool {
     }
 
     /// The process-wide pool, sized like rayon's (`--threads` / `RAYON_NUM_THREADS`).
-    pub fn global() -> &'static SpinPool {
+    pub(crate) fn global() -> &'static SpinPool {
         static POOL: OnceLock<SpinPool> = OnceLock::new();
         POOL.get_or_init(|| SpinPool::new(rayon::current_num_threads()))
     }
 
-    pub fn threads(&self) -> usize {
+    pub(crate) fn threads(&self) -> usize {
         self.helpers + 1
     }
 
     /// Runs `task(i)` for every `i < tasks` on the pool's threads; returns when all are done.
-    pub fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+    pub(crate) fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
         if tasks == 0 {
             return;
         }
@@ -140,7 +140,7 @@ impl SpinPool {
 
 /// Runs `f(i, chunk)` over the `chunk_len`-sized chunks of `data` (the last may be shorter) on
 /// the global pool.
-pub fn par_chunks_mut<T: Send>(
+pub(crate) fn par_chunks_mut<T: Send>(
     data: &mut [T],
     chunk_len: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
@@ -163,12 +163,12 @@ pub fn par_chunks_mut<T: Send>(
 pub(crate) struct DisjointMut<T>(*mut T);
 
 impl<T> DisjointMut<T> {
-    pub fn new(buffer: &mut [T]) -> Self {
+    pub(crate) fn new(buffer: &mut [T]) -> Self {
         Self(buffer.as_mut_ptr())
     }
 
     /// The buffer's first element.
-    pub fn ptr(&self) -> *mut T {
+    pub(crate) fn ptr(&self) -> *mut T {
         self.0
     }
 }

@@ -136,13 +136,8 @@ pub(super) fn md_f64(meta: &HashMap<String, Value>, key: &str) -> Option<f64> {
     })
 }
 
-/// Reads `path` (a `.gguf` file) onto `device`.
-pub fn load_gguf(path: &Path, device: &Device) -> Result<(EpasLlama, TextTokenizer)> {
-    load_gguf_with(path, device, &LoadOptions::default())
-}
-
-/// [`load_gguf`] with options.
-pub fn load_gguf_with(
+/// Loads a GGUF file as `options` say.
+pub(crate) fn load_gguf_with(
     path: &Path,
     device: &Device,
     options: &LoadOptions,

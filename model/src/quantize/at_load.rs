@@ -26,7 +26,7 @@ pub(crate) struct FloatMatrices {
 }
 
 impl FloatMatrices {
-    pub fn new(scheme: Option<QuantScheme>, rewrite: bool) -> Result<Self> {
+    pub(crate) fn new(scheme: Option<QuantScheme>, rewrite: bool) -> Result<Self> {
         if let Some(s) = scheme {
             if matches!(s.quant, GgufQuant::F32 | GgufQuant::F16) {
                 return Err(ModelError::NotABlockFormat(s.quant.name().into()));
@@ -39,16 +39,16 @@ impl FloatMatrices {
         })
     }
 
-    pub fn quantizes(&self) -> bool {
+    pub(crate) fn quantizes(&self) -> bool {
         self.scheme.is_some()
     }
 
-    pub fn rewrite(&self) -> bool {
+    pub(crate) fn rewrite(&self) -> bool {
         self.rewrite
     }
 
     /// A float matrix (any float dtype) as a linear layer.
-    pub fn linear(&mut self, w: &Tensor, role: Role, name: &str) -> Result<Linear> {
+    pub(crate) fn linear(&mut self, w: &Tensor, role: Role, name: &str) -> Result<Linear> {
         match self.scheme {
             None => Linear::dense(w.clone()),
             Some(s) => {
@@ -60,7 +60,7 @@ impl FloatMatrices {
     }
 
     /// A float embedding table; `tied`: it is the LM head too.
-    pub fn table(&mut self, w: &Tensor, tied: bool) -> Result<Embedding> {
+    pub(crate) fn table(&mut self, w: &Tensor, tied: bool) -> Result<Embedding> {
         match self.scheme {
             None => Ok(Embedding::Dense(w.to_dtype(DType::F32)?)),
             Some(s) => {
@@ -74,7 +74,7 @@ impl FloatMatrices {
     }
 
     /// After loading: quantization asked for a model with no float matrix is an error.
-    pub fn finish(&self, format: &str) -> Result<usize> {
+    pub(crate) fn finish(&self, format: &str) -> Result<usize> {
         if self.scheme.is_some() && self.quantized == 0 {
             return Err(ModelError::AlreadyQuantized {
                 format: format.into(),

@@ -89,10 +89,9 @@ pub fn sharp_random_model(
         tie_word_embeddings: true,
         rope_scaling: Default::default(),
     };
-    let mut m = epas_model::init::random_model(config, None, seed).unwrap();
+    let mut m = epas_model::random_model(config, None, seed).unwrap();
     for l in &mut m.host_weights_mut().unwrap().layers {
-        l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap())
-            .unwrap();
+        l.wq = epas_model::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap()).unwrap();
     }
     m
 }

@@ -1,8 +1,8 @@
 //! Small random models with RoPE scaling, for the loader tests and the trainer's.
 
-use epas_model::init::random_model;
-use epas_model::rope_scaling::{Llama3Scaling, RopeScaling};
+use epas_model::random_model;
 use epas_model::{EpasLlama, LlamaConfig, SharingPlan};
+use epas_model::{Llama3Scaling, RopeScaling};
 
 /// head_dim 16 (8 frequencies) at theta 10000: wavelengths 6.3, 20, 63, 199, 628, 1987, 6283 and
 /// 19869. Llama-3 scaling with an original context of 2048 keeps the first four, divides the
@@ -50,8 +50,7 @@ pub fn odd_table() -> RopeScaling {
 pub fn sharp_model(seed: u64, rope_scaling: RopeScaling) -> EpasLlama {
     let mut m = random_model(config(rope_scaling), None, seed).unwrap();
     for l in &mut m.host_weights_mut().unwrap().layers {
-        l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 30.0).unwrap())
-            .unwrap();
+        l.wq = epas_model::Linear::dense((l.wq.dequantized().unwrap() * 30.0).unwrap()).unwrap();
     }
     m
 }

@@ -1,6 +1,6 @@
 //! What a caller submits to the engine and what it receives back.
 
-use epas_model::sampler::SamplingParams;
+use epas_model::SamplingParams;
 use epas_model::SharingPlan;
 
 /// Why one choice ended (the model crate's, so `generate` and the engine say it alike).

@@ -22,8 +22,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use epas_model::paged::{BlockPool, PagedSequence, PrefixCache};
-use epas_model::sampler::Sampler;
+use epas_model::Sampler;
+use epas_model::{BlockPool, PagedSequence, PrefixCache};
 use epas_model::{IncrementalDecoder, KvCache, TextTokenizer};
 
 pub(crate) use kv_space::KvSpace;
@@ -375,7 +375,7 @@ impl Scheduler {
     fn accept(
         &mut self,
         slot: usize,
-        sampled: epas_model::sampler::Sampled,
+        sampled: epas_model::Sampled,
         now: Instant,
     ) -> Option<FinishReason> {
         let seq = &mut self.running[slot].seq;

@@ -3,8 +3,8 @@
 
 use std::ops::Range;
 
-use epas_model::paged::PagedSequence;
-use epas_model::sampler::{Sampled, Sampler};
+use epas_model::PagedSequence;
+use epas_model::{Sampled, Sampler};
 
 use super::sequence::SeqId;
 use crate::engine::observer::StepPhase;

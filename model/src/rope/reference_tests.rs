@@ -5,9 +5,9 @@
 
 use std::process::Command;
 
-use epas_model::rope::{base_inverse_frequencies, inverse_frequencies, RopeTable};
-use epas_model::rope_scaling::{Llama3Scaling, RopeScaling};
-use epas_model::LlamaConfig;
+use super::{base_inverse_frequencies, inverse_frequencies, RopeTable};
+use crate::config::LlamaConfig;
+use crate::rope_scaling::{Llama3Scaling, RopeScaling};
 use serde_json::{json, Value};
 
 /// numpy's answer to `request`, or `None` (skipped) where python3 or numpy is missing.
