@@ -56,6 +56,8 @@ fn battery() -> Vec<Case> {
     let c = "/v1/completions";
     let chat = "/v1/chat/completions";
     let long_prompt = "word ".repeat(9000);
+    let calls_c1 = json!({"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]});
     vec![
         raw(
             "malformed json",
@@ -373,6 +375,87 @@ fn battery() -> Vec<Case> {
             "image part",
             chat,
             json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            400,
+            Some("messages[0].content"),
+        ),
+        case(
+            "message without role",
+            chat,
+            json!({"messages": [{"content": "hi"}]}),
+            400,
+            Some("messages[0].role"),
+        ),
+        case(
+            "deprecated function role",
+            chat,
+            json!({"messages": [{"role": "function", "name": "f", "content": "1"}]}),
+            400,
+            Some("messages[0].role"),
+        ),
+        case(
+            "user message without content",
+            chat,
+            json!({"messages": [{"role": "user"}]}),
+            400,
+            Some("messages[0].content"),
+        ),
+        case(
+            "empty content parts",
+            chat,
+            json!({"messages": [{"role": "system", "content": []}, {"role": "user", "content": "hi"}]}),
+            400,
+            Some("messages[0].content"),
+        ),
+        case(
+            "assistant message without content",
+            chat,
+            json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": null}, {"role": "user", "content": "hi"}]}),
+            400,
+            Some("messages[1].content"),
+        ),
+        case(
+            "tool message answering no call",
+            chat,
+            json!({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "c1", "content": "1"}]}),
+            400,
+            Some("messages[1].tool_call_id"),
+        ),
+        case(
+            "tool message without tool_call_id",
+            chat,
+            json!({"messages": [{"role": "user", "content": "hi"},
+                calls_c1,
+                {"role": "tool", "content": "1"}]}),
+            400,
+            Some("messages[2].tool_call_id"),
+        ),
+        case(
+            "tool_call_id on a user message",
+            chat,
+            json!({"messages": [{"role": "user", "content": "hi", "tool_call_id": "c1"}]}),
+            400,
+            Some("messages[0].tool_call_id"),
+        ),
+        case(
+            "unknown message field",
+            chat,
+            json!({"messages": [{"role": "user", "content": "hi", "colour": "red"}]}),
+            400,
+            Some("messages[0].colour"),
+        ),
+        case(
+            "assistant tool calls unsupported",
+            chat,
+            json!({"messages": [{"role": "user", "content": "hi"},
+                calls_c1,
+                {"role": "tool", "tool_call_id": "c1", "content": "1"}]}),
+            400,
+            Some("messages[1].tool_calls"),
+        ),
+        case(
+            "tokenize message without content",
+            "/tokenize",
+            json!({"messages": [{"role": "user", "content": null}]}),
             400,
             Some("messages[0].content"),
         ),

@@ -1,5 +1,6 @@
 //! The built `epas-loadtest` binary against a real `epas serve` (closed and open loop, ratio
-//! mixes and sweeps, a full queue) and against fake servers that break streams or stall.
+//! mixes and sweeps, a full queue, speculative-decoding counts) and against fake servers that
+//! break streams or stall.
 //! `cargo test --release --workspace` builds both binaries before running this file.
 
 mod support;
@@ -129,6 +130,8 @@ fn closed_and_open_loop_runs_against_epas_serve() {
     assert!(o["itl_ms"]["p50"].as_f64().unwrap() > 0.0);
     assert_eq!(o["goodput"]["fraction"], 1.0);
     assert_eq!(ratio_rows(run), vec![Some(0.0), Some(0.5)]);
+    // Speculative decoding is off: the server has no such counters, the report no such field.
+    assert!(run.get("speculation").is_none(), "{run}");
     // The ratios really went to the server: its per-ratio token counters agree.
     for (row, label) in run["by_ratio"]
         .as_array()
@@ -178,6 +181,86 @@ fn closed_and_open_loop_runs_against_epas_serve() {
 }
 
 #[test]
+fn speculative_decoding_counts_come_from_the_server_per_run() {
+    let s = Server::start(&[
+        "--speculative",
+        "ngram",
+        "--no-prefix-cache",
+        "--threads",
+        "1",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    // A prompt with newlines (so only a JSONL file can carry it) that invites copying.
+    let prompt = "Copy the list.\n".to_string()
+        + &"red green blue yellow purple orange\n".repeat(5)
+        + "Copy:\nred green";
+    let prompts = dir.path().join("copy.jsonl");
+    std::fs::write(&prompts, format!("{}\n", serde_json::json!(prompt))).unwrap();
+    let md = dir.path().join("spec.md");
+    let common = [
+        "--url",
+        &s.base,
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--requests",
+        "2",
+        "--max-tokens",
+        "24",
+        "--ignore-eos",
+        "--no-progress",
+    ];
+    let (_, tokenized) = s.post_json("/tokenize", &serde_json::json!({ "prompt": prompt }));
+    let prompt_tokens = tokenized["count"].as_u64().unwrap();
+    let draft_tokens = "epas_spec_decode_draft_tokens_total{sharing_ratio=\"0.00\"}";
+
+    let mut args = common.to_vec();
+    args.extend(["--markdown", md.to_str().unwrap()]);
+    let (code, report) = run_loadtest(dir.path(), "drafts", &args);
+    assert_eq!(code, 0, "{report}");
+    let run = &report["runs"][0];
+    // The whole prompt went out, newlines and all.
+    assert_eq!(run["overall"]["prompt_tokens"], 2 * prompt_tokens, "{run}");
+    let spec = &run["speculation"];
+    let n = |v: &Value| v.as_u64().unwrap();
+    let (drafted, accepted) = (
+        n(&spec["overall"]["draft_tokens"]),
+        n(&spec["overall"]["accepted_tokens"]),
+    );
+    assert!(accepted > 0 && accepted <= drafted, "{spec}");
+    assert!(n(&spec["overall"]["drafts"]) > 0, "{spec}");
+    let rate = spec["overall"]["acceptance_rate"].as_f64().unwrap();
+    assert!(
+        (rate - accepted as f64 / drafted as f64).abs() < 1e-12,
+        "{spec}"
+    );
+    let labels: Vec<&String> = spec["by_ratio"].as_object().unwrap().keys().collect();
+    assert_eq!(labels, ["0.00"], "{spec}");
+    assert_eq!(spec["by_ratio"]["0.00"], spec["overall"]);
+    // Only this run drafted on this server: its counts are the server's totals.
+    assert_eq!(s.metric(draft_tokens), Some(drafted as f64));
+    let md = std::fs::read_to_string(&md).unwrap();
+    let row = format!(
+        "| c=1 | 0.00 | {} | {drafted} | {accepted} |",
+        n(&spec["overall"]["drafts"])
+    );
+    assert!(
+        md.contains("Speculative decoding") && md.contains(&row),
+        "{md}"
+    );
+
+    // The same requests opting out: the counters exist and did not move.
+    let mut args = common.to_vec();
+    args.extend(["--extra-body", r#"{"speculative": false}"#]);
+    let (code, report) = run_loadtest(dir.path(), "no-drafts", &args);
+    assert_eq!(code, 0, "{report}");
+    let spec = &report["runs"][0]["speculation"];
+    assert_eq!(spec["overall"]["draft_tokens"], 0, "{spec}");
+    assert!(spec["overall"]["acceptance_rate"].is_null(), "{spec}");
+    assert!(spec["by_ratio"].as_object().unwrap().is_empty(), "{spec}");
+    assert_eq!(s.metric(draft_tokens), Some(drafted as f64));
+}
+
+#[test]
 fn a_full_queue_is_counted_as_http_429() {
     let s = Server::start(&[
         "--max-waiting",
@@ -223,24 +306,28 @@ fn a_full_queue_is_counted_as_http_429() {
 }
 
 /// A one-route fake server: reads each request, then lets `answer` write whatever it wants.
+/// It has no `/metrics` (a 404, as servers without metrics answer).
 fn fake_server(answer: fn(&mut TcpStream)) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                if read_request(&mut conn).is_some() {
-                    answer(&mut conn);
-                }
+            std::thread::spawn(move || match read_request(&mut conn).as_deref() {
+                Some(line) if line.starts_with("GET /metrics ") => answer_404(&mut conn),
+                Some(_) => answer(&mut conn),
+                None => {}
             });
         }
     });
     base
 }
 
-fn read_request(conn: &mut TcpStream) -> Option<()> {
+/// Reads one request; returns its request line (`POST /v1/completions HTTP/1.1`).
+fn read_request(conn: &mut TcpStream) -> Option<String> {
     let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
     let mut length = 0;
     loop {
         let mut line = String::new();
@@ -257,7 +344,15 @@ fn read_request(conn: &mut TcpStream) -> Option<()> {
         }
     }
     let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()
+    reader.read_exact(&mut body).ok()?;
+    Some(request_line.trim_end().to_string())
+}
+
+fn answer_404(conn: &mut TcpStream) {
+    let _ = write!(
+        conn,
+        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
 }
 
 fn answer_429(conn: &mut TcpStream) {
@@ -331,6 +426,8 @@ fn a_connection_closed_before_the_answer_is_retried_once() {
     // No usage in these streams: one text chunk is one token.
     assert_eq!(o["output_tokens"], 2);
     assert_eq!(o["usage_reported"], 0);
+    // No /metrics: no speculative-decoding counts, and no error.
+    assert!(report["runs"][0].get("speculation").is_none(), "{report}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -14,6 +15,7 @@ use crate::output::write_atomic;
 use crate::progress::Progress;
 use crate::prompts::PromptSource;
 use crate::report::{Report, RunReport, Source};
+use crate::speculation::{self, Speculation};
 use crate::workload::{run_seed, Workload};
 use crate::{plot, runner, table};
 
@@ -109,6 +111,13 @@ fn watch_ctrl_c() -> watch::Receiver<bool> {
     rx
 }
 
+/// The server's speculative-decoding counters, if it has a `/metrics` page (a page that is slow
+/// to answer waits at most 10 s, or `--timeout` when that is shorter).
+async fn read_counters(http: &reqwest::Client, config: &Config) -> Option<speculation::Snapshot> {
+    let limit = config.timeout.min(Duration::from_secs(10));
+    speculation::scrape(http, &config.base_url, config.api_key.as_deref(), limit).await
+}
+
 async fn measure(config: &Config, prompts: Arc<PromptSource>) -> Result<(Report, bool)> {
     let http = Client::http(config)?;
     let model = match &config.model {
@@ -116,7 +125,7 @@ async fn measure(config: &Config, prompts: Arc<PromptSource>) -> Result<(Report,
         None => first_model(&http, config).await?,
     };
     let client = Arc::new(Client::new(
-        http,
+        http.clone(),
         config,
         BodyTemplate::new(config, model.clone()),
     ));
@@ -164,6 +173,7 @@ async fn measure(config: &Config, prompts: Arc<PromptSource>) -> Result<(Report,
                 limit,
             );
             let what = format!("{}{}", load.label(), mix_label(mix));
+            let counters_before = read_counters(&http, config).await;
             let progress = Progress::start(config.progress, what.clone(), limit);
             let counters = progress.counters.clone();
             let out = runner::run(
@@ -176,7 +186,9 @@ async fn measure(config: &Config, prompts: Arc<PromptSource>) -> Result<(Report,
             )
             .await;
             progress.finish();
-            let run = RunReport::new(&source.label, *load, mix, &out, &config.slo);
+            let counters_after = read_counters(&http, config).await;
+            let spec = Speculation::between(counters_before.as_ref(), counters_after.as_ref());
+            let run = RunReport::new(&source.label, *load, mix, &out, &config.slo, spec);
             let o = &run.overall;
             eprintln!(
                 "{what}: {} ok, {} failed, {:.1} output tok/s over {:.1} s",
@@ -187,6 +199,17 @@ async fn measure(config: &Config, prompts: Arc<PromptSource>) -> Result<(Report,
                     "  {} of {} completed requests had no usage: their tokens are text chunks",
                     o.completed - o.usage_reported,
                     o.completed
+                );
+            }
+            if let Some(s) = &run.speculation {
+                eprintln!(
+                    "  speculative decoding: {} of {} draft tokens accepted{}",
+                    s.overall.accepted_tokens,
+                    s.overall.draft_tokens,
+                    s.overall
+                        .acceptance_rate
+                        .map(|r| format!(" ({:.1}%)", r * 100.0))
+                        .unwrap_or_default()
                 );
             }
             runs.push(run);

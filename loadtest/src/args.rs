@@ -77,7 +77,8 @@ pub struct Args {
     /// Cut prompts from this text file or folder of text files instead of synthetic words.
     #[arg(long, conflicts_with = "prompts")]
     pub corpus: Option<PathBuf>,
-    /// Use the lines of this file as prompts, in order.
+    /// Use the lines of this file as prompts, in order; in a `.jsonl` file each line is one
+    /// JSON string (so a prompt can hold newlines).
     #[arg(long, conflicts_with = "prompt_tokens")]
     pub prompts: Option<PathBuf>,
     /// `max_tokens` of each request: `128`, `uniform:MIN:MAX` or `normal:MEAN:SD`.

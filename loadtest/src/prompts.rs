@@ -1,4 +1,5 @@
-//! Prompt text: synthetic words, windows cut from a corpus, or the lines of a file.
+//! Prompt text: synthetic words, windows cut from a corpus, or the lines of a file (JSON strings
+//! in a `.jsonl` file).
 //!
 //! Token counts are approximate, because the tool does not know the server's tokenizer: a
 //! synthetic prompt of N tokens is N common English words (about one BPE token each with a
@@ -80,19 +81,46 @@ impl PromptSource {
         Ok(PromptSource::Corpus { words })
     }
 
+    /// The prompts of a file, in order: one per non-blank line, or, in a `.jsonl` file, one
+    /// JSON string per non-blank line (so that a prompt can hold newlines).
     pub fn lines(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| LoadtestError::io(path, e))?;
-        let prompts: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
+        let bad = |message: String| LoadtestError::BadFile {
+            path: path.into(),
+            message,
+        };
+        let jsonl = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
+        let mut prompts = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if !jsonl {
+                prompts.push(line.to_string());
+                continue;
+            }
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::String(p)) if !p.is_empty() => prompts.push(p),
+                Ok(serde_json::Value::String(_)) => {
+                    return Err(bad(format!("line {}: an empty prompt", i + 1)))
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "line {}: not a JSON string (a .jsonl prompt file has one per line)",
+                        i + 1
+                    )))
+                }
+            }
+        }
         if prompts.is_empty() {
-            return Err(LoadtestError::BadFile {
-                path: path.into(),
-                message: "no prompts (one per line) in the file".into(),
-            });
+            return Err(bad(if jsonl {
+                "no prompts (one JSON string per line) in the file".into()
+            } else {
+                "no prompts (one per line) in the file".into()
+            }));
         }
         Ok(PromptSource::Lines { prompts })
     }
@@ -178,6 +206,45 @@ mod tests {
         std::fs::write(dir.join("empty.txt"), " \n").unwrap();
         assert!(PromptSource::lines(&dir.join("empty.txt")).is_err());
         assert!(PromptSource::corpus(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn jsonl_prompts_keep_their_newlines_and_bad_lines_are_named() {
+        let dir = std::env::temp_dir().join(format!("epas-lt-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.JSONL");
+        std::fs::write(
+            &file,
+            "\"one\\ntwo words\"\n\n  \"caf\\u00e9 \\\"x\\\"\"  \n",
+        )
+        .unwrap();
+        let source = PromptSource::lines(&file).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let first = source.make(0, 1, &mut rng);
+        assert_eq!(first.text, "one\ntwo words");
+        // 3 words at 0.8 words per token.
+        assert_eq!(first.approx_tokens, 4);
+        assert_eq!(source.make(1, 1, &mut rng).text, "caf\u{e9} \"x\"");
+        assert_eq!(source.make(2, 1, &mut rng).text, "one\ntwo words");
+        for (content, message) in [
+            ("\"ok\"\nplain text\n", "line 2: not a JSON string"),
+            ("{\"prompt\": \"x\"}\n", "line 1: not a JSON string"),
+            ("\"ok\"\n\n\"\"\n", "line 3: an empty prompt"),
+            ("\n \n", "no prompts (one JSON string per line)"),
+        ] {
+            std::fs::write(&file, content).unwrap();
+            let e = PromptSource::lines(&file).err().unwrap().to_string();
+            assert!(
+                e.contains(message) && e.contains("p.JSONL"),
+                "{content:?}: {e}"
+            );
+        }
+        // Other extensions keep one prompt per line, quotes and all.
+        let txt = dir.join("p.txt");
+        std::fs::write(&txt, "\"quoted\"\n").unwrap();
+        let plain = PromptSource::lines(&txt).unwrap();
+        assert_eq!(plain.make(0, 1, &mut rng).text, "\"quoted\"");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

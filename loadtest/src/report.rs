@@ -12,6 +12,7 @@ use crate::load::Load;
 use crate::outcome::Record;
 use crate::runner::RunOutput;
 use crate::spec::LengthSpec;
+use crate::speculation::Speculation;
 use crate::stats::{Slo, Summary};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +60,10 @@ pub struct RunReport {
     pub by_ratio: Vec<RatioRow>,
     /// The first message of each error kind.
     pub error_examples: BTreeMap<String, String>,
+    /// Draft and accepted tokens of speculative decoding during the run, from the server's
+    /// counters; absent when the server has none (and in reports written before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculation: Option<Speculation>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -105,6 +110,7 @@ impl RunReport {
         mix: &[(f64, f64)],
         output: &RunOutput,
         slo: &Slo,
+        speculation: Option<Speculation>,
     ) -> RunReport {
         let all: Vec<&Record> = output.records.iter().collect();
         let ratios: Vec<Option<f64>> = if mix.is_empty() {
@@ -138,6 +144,7 @@ impl RunReport {
             overall: Summary::of(&all, output.duration, slo),
             by_ratio,
             error_examples,
+            speculation,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::load::trim_number;
 use crate::report::{Report, RunReport};
+use crate::spec_table;
 use crate::stats::Summary;
 
 struct Row<'a> {
@@ -86,12 +87,67 @@ fn cells(row: &Row) -> [String; 15] {
 /// Which columns to show: `run` only when runs have different labels, goodput only when
 /// an objective was set.
 fn columns(report: &Report) -> Vec<usize> {
-    let labels: std::collections::BTreeSet<&str> =
-        report.runs.iter().map(|r| r.label.as_str()).collect();
+    let several = several_labels(report);
     let goodput = report.runs.iter().any(|r| r.overall.goodput.is_some());
     (0..HEADERS.len())
-        .filter(|&i| (i != 0 || labels.len() > 1) && (i != 14 || goodput))
+        .filter(|&i| (i != 0 || several) && (i != 14 || goodput))
         .collect()
+}
+
+/// Whether the runs have different labels (then tables name each row's run).
+pub(crate) fn several_labels(report: &Report) -> bool {
+    let labels: std::collections::BTreeSet<&str> =
+        report.runs.iter().map(|r| r.label.as_str()).collect();
+    labels.len() > 1
+}
+
+/// Text columns are left-aligned, numbers right-aligned.
+fn is_text(header: &str) -> bool {
+    matches!(header, "run" | "load" | "ratio")
+}
+
+/// Headers and rows in columns two spaces apart.
+pub(crate) fn aligned(headers: &[&str], body: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in body {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if is_text(headers[i]) {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string()
+    };
+    let mut out = line(headers.to_vec()) + "\n";
+    for row in body {
+        out += &line(row.iter().map(String::as_str).collect());
+        out += "\n";
+    }
+    out
+}
+
+/// Headers and rows as a Markdown table.
+pub(crate) fn markdown_table(headers: &[&str], body: &[Vec<String>]) -> String {
+    let align: Vec<&str> = headers
+        .iter()
+        .map(|h| if is_text(h) { "---" } else { "---:" })
+        .collect();
+    let mut out = format!("| {} |\n|{}|\n", headers.join(" | "), align.join("|"));
+    for row in body {
+        out += &format!("| {} |\n", row.join(" | "));
+    }
+    out
 }
 
 fn table(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
@@ -135,33 +191,7 @@ fn error_lines(report: &Report) -> Vec<String> {
 
 pub fn terminal(report: &Report) -> String {
     let (headers, body) = table(report);
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &body {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| -> String {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (c, w))| {
-                // Text columns left, numbers right.
-                if matches!(headers[i], "run" | "load" | "ratio") {
-                    format!("{c:<w$}")
-                } else {
-                    format!("{c:>w$}")
-                }
-            })
-            .collect();
-        parts.join("  ").trim_end().to_string()
-    };
-    let mut out = line(headers.clone()) + "\n";
-    for row in &body {
-        out += &line(row.iter().map(String::as_str).collect());
-        out += "\n";
-    }
+    let mut out = aligned(&headers, &body);
     let errors = error_lines(report);
     if !errors.is_empty() {
         out += "\nerrors:\n";
@@ -169,6 +199,7 @@ pub fn terminal(report: &Report) -> String {
             out += &format!("  {e}\n");
         }
     }
+    out += &spec_table::terminal(report);
     out
 }
 
@@ -231,21 +262,7 @@ pub fn markdown(report: &Report) -> String {
         out += "\n";
     }
     out += "All measurements:\n\n";
-    out += &format!("| {} |\n", headers.join(" | "));
-    let align: Vec<&str> = headers
-        .iter()
-        .map(|h| {
-            if matches!(*h, "run" | "load" | "ratio") {
-                "---"
-            } else {
-                "---:"
-            }
-        })
-        .collect();
-    out += &format!("|{}|\n", align.join("|"));
-    for row in &body {
-        out += &format!("| {} |\n", row.join(" | "));
-    }
+    out += &markdown_table(&headers, &body);
     let errors = error_lines(report);
     if !errors.is_empty() {
         out += "\nErrors:\n\n";
@@ -253,6 +270,7 @@ pub fn markdown(report: &Report) -> String {
             out += &format!("- {}\n", e.replace('|', "\\|"));
         }
     }
+    out += &spec_table::markdown(report);
     out += "\nSettings:\n\n";
     for s in &report.sources {
         out += &format!(

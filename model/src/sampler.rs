@@ -7,10 +7,14 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// Temperatures below this pick greedily, as vLLM's do: dividing logits by a smaller one
+/// overflows them to infinity and turns every probability into NaN.
+pub const GREEDY_BELOW_TEMPERATURE: f32 = 1e-5;
+
 /// Sampling settings of one sequence (OpenAI's and vLLM's names).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
-    /// 0 means greedy.
+    /// Below [`GREEDY_BELOW_TEMPERATURE`] (0 included) means greedy.
     pub temperature: f32,
     /// 0 means no limit.
     pub top_k: usize,
@@ -96,6 +100,50 @@ impl Sampler {
     }
 
     pub fn sample_full(&mut self, raw: &[f32], banned: &[u32]) -> Sampled {
+        let logits = self.adjusted(raw, banned);
+        let token = if self.is_greedy() {
+            argmax(&logits)
+        } else {
+            match self.distribution(&logits) {
+                Distribution::Certain(token) => token,
+                Distribution::Weighted(weights) => self.pick(&weights),
+            }
+        };
+        self.record(raw, token)
+    }
+
+    /// Checks a drafted token against the model's logits (speculative decoding) and returns the
+    /// token this position gets, with whether it is the draft. Greedy: the argmax, accepted when
+    /// it equals the draft. Sampled: the draft is kept with its probability `p` under this
+    /// sampler's distribution, otherwise a token is drawn from the distribution without the
+    /// draft, so the result is distributed exactly as [`Self::sample_full`]'s.
+    pub fn verify(&mut self, raw: &[f32], banned: &[u32], draft: u32) -> (Sampled, bool) {
+        let logits = self.adjusted(raw, banned);
+        let token = if self.is_greedy() {
+            argmax(&logits)
+        } else {
+            match self.distribution(&logits) {
+                Distribution::Certain(token) => token,
+                Distribution::Weighted(mut weights) => {
+                    let total: f32 = weights.iter().map(|w| w.1).sum();
+                    let p = weights
+                        .iter()
+                        .find(|w| w.0 == draft)
+                        .map_or(0.0, |w| w.1 / total);
+                    if self.rng.random::<f32>() < p {
+                        draft
+                    } else {
+                        weights.retain(|w| w.0 != draft);
+                        self.pick(&weights)
+                    }
+                }
+            }
+        };
+        (self.record(raw, token), token == draft)
+    }
+
+    /// `raw` after penalties, logit bias and bans.
+    fn adjusted(&self, raw: &[f32], banned: &[u32]) -> Vec<f32> {
         let mut logits = raw.to_vec();
         self.apply_penalties(&mut logits);
         for &(id, bias) in &self.params.logit_bias {
@@ -108,11 +156,11 @@ impl Sampler {
                 *l = f32::NEG_INFINITY;
             }
         }
-        let token = if self.params.temperature <= 0.0 {
-            argmax(&logits)
-        } else {
-            self.draw(&logits)
-        };
+        logits
+    }
+
+    /// Counts `token` for the penalties and reports it with its log-probabilities.
+    fn record(&mut self, raw: &[f32], token: u32) -> Sampled {
         *self.generated.entry(token).or_insert(0) += 1;
         let (logprob, top_logprobs) = match self.params.logprobs {
             None => (None, Vec::new()),
@@ -123,6 +171,11 @@ impl Sampler {
             logprob,
             top_logprobs,
         }
+    }
+
+    fn is_greedy(&self) -> bool {
+        let t = self.params.temperature;
+        t.is_nan() || t < GREEDY_BELOW_TEMPERATURE
     }
 
     fn apply_penalties(&self, logits: &mut [f32]) {
@@ -153,51 +206,72 @@ impl Sampler {
         }
     }
 
-    fn draw(&mut self, logits: &[f32]) -> u32 {
-        let inv_t = 1.0 / self.params.temperature;
+    /// The distribution a draw picks from: `softmax(logits / T)` cut by top-k, min-p and top-p.
+    /// Logits are shifted by the largest before they are scaled, so every weight lies in [0, 1]
+    /// and the top one is 1: no overflow, no NaN.
+    fn distribution(&self, logits: &[f32]) -> Distribution {
+        // An infinite logit has all the probability.
+        if logits.contains(&f32::INFINITY) {
+            return Distribution::Certain(argmax(logits));
+        }
         let mut cands: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
             .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l * inv_t))
+            .map(|(i, &l)| (i as u32, l))
             .collect();
         if cands.is_empty() {
-            return argmax(logits);
+            return Distribution::Certain(argmax(logits));
         }
         cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if self.params.top_k > 0 {
             cands.truncate(self.params.top_k);
         }
         let max = cands[0].1;
-        let mut probs: Vec<f32> = cands.iter().map(|(_, l)| (l - max).exp()).collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
+        let inv_t = 1.0 / self.params.temperature;
+        for c in &mut cands {
+            c.1 = ((c.1 - max) * inv_t).exp();
+        }
+        let total: f32 = cands.iter().map(|c| c.1).sum();
+        cands.iter_mut().for_each(|c| c.1 /= total);
         if self.params.min_p > 0.0 {
-            let floor = self.params.min_p * probs[0];
-            let keep = probs.iter().take_while(|&&p| p >= floor).count().max(1);
-            probs.truncate(keep);
+            let floor = self.params.min_p * cands[0].1;
+            let keep = cands.iter().take_while(|c| c.1 >= floor).count().max(1);
+            cands.truncate(keep);
         }
         if self.params.top_p < 1.0 {
             let mut acc = 0.0;
-            let keep = probs
+            let keep = cands
                 .iter()
-                .position(|p| {
-                    acc += p;
+                .position(|c| {
+                    acc += c.1;
                     acc >= self.params.top_p
                 })
-                .map_or(probs.len(), |i| i + 1);
-            probs.truncate(keep);
+                .map_or(cands.len(), |i| i + 1);
+            cands.truncate(keep);
         }
-        let total: f32 = probs.iter().sum();
-        let mut r = self.rng.random::<f32>() * total;
-        for (i, p) in probs.iter().enumerate() {
-            if r < *p {
-                return cands[i].0;
-            }
-            r -= p;
-        }
-        cands[probs.len() - 1].0
+        Distribution::Weighted(cands)
     }
+
+    /// Draws one token in proportion to the weights (which need not sum to 1).
+    fn pick(&mut self, weights: &[(u32, f32)]) -> u32 {
+        let total: f32 = weights.iter().map(|w| w.1).sum();
+        let mut r = self.rng.random::<f32>() * total;
+        for &(token, weight) in weights {
+            if r < weight {
+                return token;
+            }
+            r -= weight;
+        }
+        weights.last().map_or(0, |w| w.0)
+    }
+}
+
+/// What a draw picks from.
+enum Distribution {
+    Certain(u32),
+    /// Candidates, most likely first, with weights in proportion to their probability.
+    Weighted(Vec<(u32, f32)>),
 }
 
 /// Log-probability of `token` and the `n` most likely tokens under `softmax(logits)`.
@@ -226,15 +300,16 @@ fn log_probs(logits: &[f32], token: u32, n: usize) -> (Option<f32>, Vec<(u32, f3
     (chosen, top)
 }
 
-/// Index of the largest logit; the lowest index wins ties.
+/// Index of the largest logit; the lowest index wins ties and NaN never wins (0 when every
+/// logit is NaN).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
+    let mut best: Option<usize> = None;
     for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+        if !l.is_nan() && best.is_none_or(|b| l > logits[b]) {
+            best = Some(i);
         }
     }
-    best as u32
+    best.unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -329,6 +404,82 @@ mod tests {
         assert_eq!(s.sample_full(&logits, &[0]).token, 1);
     }
 
+    /// Draws `rounds` tokens from `logits` with `params`, one fresh seed per round.
+    fn picks(params: &SamplingParams, logits: &[f32], rounds: u64) -> Vec<u32> {
+        (0..rounds)
+            .map(|seed| {
+                let mut s = Sampler::new(SamplingParams {
+                    seed,
+                    ..params.clone()
+                });
+                s.sample(logits)
+            })
+            .collect()
+    }
+
+    /// Asserts that every temperature picks `token` from `logits` under 20 seeds.
+    fn always_picks(logits: &[f32], temperatures: &[f32], token: u32) {
+        for &temperature in temperatures {
+            let params = SamplingParams {
+                temperature,
+                ..Default::default()
+            };
+            assert_eq!(
+                picks(&params, logits, 20),
+                vec![token; 20],
+                "temperature {temperature:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn temperatures_below_the_greedy_threshold_pick_the_argmax() {
+        let tiny = [1e-38, 1e-39, 1e-6, f32::MIN_POSITIVE];
+        always_picks(&[1.0, 5.0, 3.0, 4.999], &tiny, 1);
+    }
+
+    #[test]
+    fn huge_logits_never_make_the_draw_non_finite() {
+        // Scaled by 1/T these overflow to infinity; the draw must still favour the top one.
+        always_picks(&[3.0e38, -3.0e38, 3.4e38, 1.0], &[0.5, 1.0, 2.0], 2);
+    }
+
+    #[test]
+    fn one_finite_logit_among_negative_infinities_is_the_only_pick() {
+        let mut logits = vec![f32::NEG_INFINITY; 8];
+        logits[5] = -2.0;
+        for params in [
+            SamplingParams {
+                temperature: 1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: 1.5,
+                top_k: 3,
+                top_p: 0.2,
+                min_p: 0.5,
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(picks(&params, &logits, 10), vec![5; 10]);
+        }
+        // The same when every other token is banned rather than -inf.
+        let banned: Vec<u32> = (0..8).filter(|&t| t != 3).collect();
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            ..Default::default()
+        });
+        assert_eq!(s.sample_full(&[0.5; 8], &banned).token, 3);
+    }
+
+    #[test]
+    fn a_positive_infinite_logit_is_certain_and_nan_is_never_picked() {
+        always_picks(&[1.0, f32::INFINITY, 2.0, f32::NAN], &[0.0, 1.0], 1);
+        assert_eq!(argmax(&[f32::NAN, 1.0, 3.0, f32::NAN]), 2);
+        let mut greedy = Sampler::new(SamplingParams::default());
+        assert_eq!(greedy.sample(&[f32::NAN, 0.5, -1.0]), 1);
+    }
+
     #[test]
     fn logprobs_are_normalised_and_ranked() {
         let logits = [1.0f32, 3.0, 2.0, -1.0];
@@ -344,5 +495,85 @@ mod tests {
             out.top_logprobs.iter().map(|t| t.0).collect::<Vec<_>>(),
             vec![1, 2]
         );
+    }
+
+    /// Chi-square statistic of `counts` against `probs` (expected counts `probs * total`).
+    fn chi_square(counts: &[u64], probs: &[f64]) -> f64 {
+        let total: u64 = counts.iter().sum();
+        counts
+            .iter()
+            .zip(probs)
+            .map(|(&c, &p)| {
+                let e = p * total as f64;
+                (c as f64 - e).powi(2) / e
+            })
+            .sum()
+    }
+
+    #[test]
+    fn verifying_a_draft_keeps_the_sampling_distribution() {
+        let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
+        let z: f64 = logits.iter().map(|&l| (l as f64 / 0.8).exp()).sum();
+        let softmax: Vec<f64> = logits.iter().map(|&l| (l as f64 / 0.8).exp() / z).collect();
+        // Drafts that are likely, unlikely and the most likely token.
+        for draft in [4u32, 3, 1] {
+            let mut counts = [0u64; 5];
+            let mut accepted = 0;
+            for seed in 0..40_000 {
+                let mut s = Sampler::new(SamplingParams {
+                    temperature: 0.8,
+                    seed,
+                    ..Default::default()
+                });
+                let (out, kept) = s.verify(&logits, &[], draft);
+                counts[out.token as usize] += 1;
+                accepted += kept as u64;
+                assert_eq!(kept, out.token == draft);
+            }
+            // 4 degrees of freedom: 18.47 is the 0.001 critical value.
+            let chi = chi_square(&counts, &softmax);
+            assert!(chi < 18.47, "draft {draft}: {counts:?} chi-square {chi}");
+            let rate = accepted as f64 / 40_000.0;
+            assert!(
+                (rate - softmax[draft as usize]).abs() < 0.01,
+                "draft {draft}: {rate}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_draft_outside_top_k_is_never_kept_and_greedy_keeps_only_the_argmax() {
+        let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 2,
+            ..Default::default()
+        };
+        let mut counts = [0u64; 5];
+        for seed in 0..20_000 {
+            let mut s = Sampler::new(SamplingParams {
+                seed,
+                ..params.clone()
+            });
+            let (out, kept) = s.verify(&logits, &[], 3);
+            assert!(!kept);
+            counts[out.token as usize] += 1;
+        }
+        assert_eq!((counts[1], counts[2], counts[3]), (0, 0, 0));
+        let p4 = 1.0 / (1.0 + (-1f64).exp());
+        let chi = chi_square(&[counts[4], counts[0]], &[p4, 1.0 - p4]);
+        assert!(chi < 10.83, "{counts:?}");
+        let mut greedy = Sampler::new(SamplingParams::default());
+        assert_eq!(greedy.verify(&logits, &[], 4), (greedy_pick(4), true));
+        assert!(!greedy.verify(&logits, &[], 0).1);
+        assert_eq!(greedy.verify(&logits, &[4], 0).0.token, 0, "bans apply");
+    }
+
+    fn greedy_pick(token: u32) -> Sampled {
+        Sampled {
+            token,
+            logprob: None,
+            top_logprobs: Vec::new(),
+        }
     }
 }

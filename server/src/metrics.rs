@@ -36,6 +36,9 @@ pub struct Metrics {
     pub preemptions_total: prometheus::IntCounter,
     pub prefix_cache_queries_total: IntCounterVec,
     pub kv_cache_bytes_per_token: IntGaugeVec,
+    pub spec_decode_drafts_total: IntCounterVec,
+    pub spec_decode_draft_tokens_total: IntCounterVec,
+    pub spec_decode_accepted_tokens_total: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -158,6 +161,21 @@ impl Metrics {
                 ),
                 ratio,
             )?,
+            spec_decode_drafts_total: counter(
+                "spec_decode_drafts_total",
+                "Drafts checked by speculative decoding (one per sequence and step), by sharing ratio.",
+                ratio,
+            )?,
+            spec_decode_draft_tokens_total: counter(
+                "spec_decode_draft_tokens_total",
+                "Draft tokens checked by speculative decoding, by sharing ratio.",
+                ratio,
+            )?,
+            spec_decode_accepted_tokens_total: counter(
+                "spec_decode_accepted_tokens_total",
+                "Draft tokens kept (the model agreed), by sharing ratio.",
+                ratio,
+            )?,
             registry,
         };
         m.register_all()?;
@@ -199,6 +217,9 @@ impl Metrics {
         r.register(Box::new(self.preemptions_total.clone()))?;
         r.register(Box::new(self.prefix_cache_queries_total.clone()))?;
         r.register(Box::new(self.kv_cache_bytes_per_token.clone()))?;
+        r.register(Box::new(self.spec_decode_drafts_total.clone()))?;
+        r.register(Box::new(self.spec_decode_draft_tokens_total.clone()))?;
+        r.register(Box::new(self.spec_decode_accepted_tokens_total.clone()))?;
         Ok(())
     }
 
@@ -287,6 +308,19 @@ impl EngineObserver for Metrics {
         self.requests_cancelled_total
             .with_label_values(&[&ratio_label(ratio)])
             .inc();
+    }
+
+    fn speculated(&self, ratio: f64, drafted: usize, accepted: usize) {
+        let label = ratio_label(ratio);
+        self.spec_decode_drafts_total
+            .with_label_values(&[&label])
+            .inc();
+        self.spec_decode_draft_tokens_total
+            .with_label_values(&[&label])
+            .inc_by(drafted as u64);
+        self.spec_decode_accepted_tokens_total
+            .with_label_values(&[&label])
+            .inc_by(accepted as u64);
     }
 
     fn step(&self, phase: StepPhase, batch_size: usize, _tokens: usize, duration: Duration) {

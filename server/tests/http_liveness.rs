@@ -122,7 +122,6 @@ fn serve_with_doomed_engine() -> (tokio::runtime::Runtime, SocketAddr) {
             engine,
             tokenizer,
             info: model.info.clone(),
-            max_context: model.max_context(),
             created: 0,
         })
         .is_ok());

@@ -12,6 +12,7 @@ use epas_server::engine::{
 };
 use serde::Serialize;
 
+use super::speculative_args::SpeculativeArgs;
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -33,6 +34,8 @@ pub struct BenchBatchArgs {
     pub max_batch_tokens: usize,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub speculative: SpeculativeArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +65,7 @@ pub fn run(args: BenchBatchArgs) -> anyhow::Result<()> {
         prefix_cache: false,
         kv_cache: KvCacheSize::Tokens((args.prompt_tokens + args.gen_tokens + 16) * max_c),
         kv_dtype: model.kv_dtype(),
+        speculative: args.speculative.config()?,
         ..Default::default()
     };
     let engine = EngineHandle::start(model.clone(), tokenizer, config, Arc::new(NoObserver))

@@ -11,6 +11,7 @@ mod generate;
 mod memory;
 mod model_args;
 mod serve;
+mod speculative_args;
 mod train;
 
 use clap::{Parser, Subcommand};

@@ -9,6 +9,7 @@ use epas_model::Backend;
 use epas_server::engine::{EngineConfig, KvCacheSize};
 use epas_server::http::{serve, HttpConfig, ServerConfig};
 
+use super::speculative_args::SpeculativeArgs;
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -64,6 +65,8 @@ pub struct ServeArgs {
     pub cors_origins: Vec<String>,
     #[arg(long, env = "EPAS_MAX_N", default_value_t = 8)]
     pub max_n: usize,
+    #[command(flatten)]
+    pub speculative: SpeculativeArgs,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -95,6 +98,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         kv_cache,
         prefix_cache: !args.no_prefix_cache,
         kv_dtype: args.model.kv_cache_dtype,
+        speculative: args.speculative.config()?,
     };
     engine.validate().map_err(anyhow::Error::msg)?;
     let config = ServerConfig {

@@ -78,6 +78,22 @@ impl PagedSequence {
             + self.values.iter().map(Vec::len).sum::<usize>()
     }
 
+    /// Forgets every position from `len` on (rejected speculative tokens): blocks past the
+    /// last one still used go back to the pool, reserved room included.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        self.len = len;
+        let keep = len.div_ceil(self.pool.block_size());
+        for list in self.keys.iter_mut().flatten() {
+            list.truncate(keep);
+        }
+        for list in &mut self.values {
+            list.truncate(keep);
+        }
+    }
+
     /// The full blocks (all `block_size` positions cached), for the prefix cache.
     pub fn full_blocks(&self) -> Vec<BlockSet> {
         let full = self.len / self.pool.block_size();

@@ -2,6 +2,8 @@
 
 use epas_model::KvDtype;
 
+use super::speculative::SpeculativeConfig;
+
 /// How the engine batches and how much KV cache it preallocates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
@@ -20,6 +22,8 @@ pub struct EngineConfig {
     pub prefix_cache: bool,
     /// Element type of cached K/V rows.
     pub kv_dtype: KvDtype,
+    /// Draft tokens by prompt lookup and check them in the same forward; `None`: off.
+    pub speculative: Option<SpeculativeConfig>,
 }
 
 impl Default for EngineConfig {
@@ -32,6 +36,7 @@ impl Default for EngineConfig {
             kv_cache: KvCacheSize::Tokens(32768),
             prefix_cache: true,
             kv_dtype: KvDtype::F32,
+            speculative: None,
         }
     }
 }
@@ -67,6 +72,9 @@ impl EngineConfig {
             if v == 0 {
                 return Err(format!("{name} must be positive"));
             }
+        }
+        if let Some(s) = &self.speculative {
+            s.validate()?;
         }
         Ok(())
     }

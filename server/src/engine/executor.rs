@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use epas_model::Sampler;
 use epas_model::{Logits, SequenceStep};
 
 use super::model::StepModel;
@@ -46,10 +47,10 @@ impl Executor {
             .map(|row| SequenceStep {
                 tokens: row.tokens,
                 cache: &mut *row.cache,
-                logits: if row.sample.is_some() {
-                    Logits::Last
-                } else {
-                    Logits::Skip
+                logits: match (&row.sample, row.draft.is_empty()) {
+                    (None, _) => Logits::Skip,
+                    (Some(_), true) => Logits::Last,
+                    (Some(_), false) => Logits::All,
                 },
             })
             .collect();
@@ -70,10 +71,41 @@ fn sample(rows: &mut [BatchRow<'_>], logits: Vec<Option<Vec<f32>>>) -> Vec<RowOu
         .zip(logits)
         .map(|(row, logits)| match (row.sample.as_mut(), logits) {
             (None, _) => RowOutput::Computed,
-            (Some((sampler, banned)), Some(logits)) => {
+            (Some(_), None) => RowOutput::Failed("the model returned no logits".into()),
+            (Some((sampler, banned)), Some(logits)) if row.draft.is_empty() => {
                 RowOutput::Sampled(sampler.sample_full(&logits, banned))
             }
-            (Some(_), None) => RowOutput::Failed("the model returned no logits".into()),
+            (Some((sampler, banned)), Some(logits)) => verify(sampler, banned, row.draft, &logits),
         })
         .collect()
+}
+
+/// Checks a draft against the logits of the pending position and of each drafted one: drafted
+/// tokens are kept while the sampler keeps them, and the first position that differs (or the
+/// one after the last draft) gives the model's own token.
+fn verify(sampler: &mut Sampler, banned: &[u32], draft: &[u32], logits: &[f32]) -> RowOutput {
+    let positions = draft.len() + 1;
+    if logits.is_empty() || !logits.len().is_multiple_of(positions) {
+        return RowOutput::Failed("the model returned logits of the wrong shape".into());
+    }
+    let vocab = logits.len() / positions;
+    let mut tokens = Vec::with_capacity(positions);
+    let mut accepted = 0;
+    for (i, row) in logits.chunks_exact(vocab).enumerate() {
+        let Some(&guess) = draft.get(i) else {
+            tokens.push(sampler.sample_full(row, banned));
+            break;
+        };
+        let (sampled, kept) = sampler.verify(row, banned, guess);
+        tokens.push(sampled);
+        if !kept {
+            break;
+        }
+        accepted += 1;
+    }
+    RowOutput::Speculated {
+        tokens,
+        drafted: draft.len(),
+        accepted,
+    }
 }

@@ -17,6 +17,7 @@ mod observer;
 mod panic_guard;
 mod request;
 mod scheduler;
+mod speculative;
 mod state;
 mod stop;
 mod validate;
@@ -30,6 +31,7 @@ pub use observer::{EngineObserver, NoObserver, StepPhase};
 pub use request::{
     EngineEvent, FinishReason, GenerationParams, GenerationRequest, TokenLogprobs, Usage,
 };
+pub use speculative::SpeculativeConfig;
 pub use state::{EngineSnapshot, EngineState};
 pub use stop::{StopCheck, StopMatcher};
 pub use validate::{InvalidRequest, RequestLimits, ValidRequest};

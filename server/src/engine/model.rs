@@ -19,8 +19,9 @@ pub trait StepModel: Send + Sync {
         block_size: usize,
         dtype: KvDtype,
     ) -> epas_model::Result<BlockPool>;
-    /// Runs every step's new tokens, appends their K/V to its cache, and returns the logits of
-    /// the last new position of each step that asks for logits. On error no cache is changed.
+    /// Runs every step's new tokens, appends their K/V to its cache, and returns the logits
+    /// each step asks for (`Logits::Last`: its last new position; `Logits::All`: every new
+    /// position, one row of `vocab_size` values after another). On error no cache is changed.
     fn forward(&self, steps: &mut [SequenceStep<'_>]) -> epas_model::Result<Vec<Option<Vec<f32>>>>;
 }
 
@@ -56,9 +57,8 @@ impl StepModel for EpasLlama {
             .map(|logits| {
                 logits
                     .map(|l| {
-                        let last = l.dim(0)? - 1;
-                        Ok(l.get(last)?
-                            .to_dtype(candle_core::DType::F32)?
+                        Ok(l.to_dtype(candle_core::DType::F32)?
+                            .flatten_all()?
                             .to_vec1::<f32>()?)
                     })
                     .transpose()

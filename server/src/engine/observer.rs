@@ -33,6 +33,8 @@ pub trait EngineObserver: Send + Sync {
     fn finished(&self, _ratio: f64, _reason: FinishReason, _e2e: Duration) {}
     fn cancelled(&self, _ratio: f64) {}
     fn preempted(&self) {}
+    /// One check of `drafted` draft tokens of which the first `accepted` were kept.
+    fn speculated(&self, _ratio: f64, _drafted: usize, _accepted: usize) {}
     fn step(&self, _phase: StepPhase, _batch_size: usize, _tokens: usize, _duration: Duration) {}
 }
 

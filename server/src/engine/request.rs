@@ -20,6 +20,8 @@ pub struct GenerationParams {
     pub sampling: SamplingParams,
     /// Independent completions of the same prompt; choice `i` samples with seed `seed + i`.
     pub n: usize,
+    /// Whether drafted tokens may be checked for this request when the engine drafts.
+    pub speculative: bool,
 }
 
 impl Default for GenerationParams {
@@ -32,6 +34,7 @@ impl Default for GenerationParams {
             ignore_eos: false,
             sampling: SamplingParams::default(),
             n: 1,
+            speculative: true,
         }
     }
 }

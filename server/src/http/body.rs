@@ -45,10 +45,10 @@ pub fn parse_object(
         .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
     for key in object.keys() {
         if !allowed.iter().any(|list| list.contains(&key.as_str())) {
-            return Err(
-                ApiError::invalid(key.clone(), format!("unsupported field `{key}`"))
-                    .with_code("unsupported_field"),
-            );
+            return Err(ApiError::unsupported_field(
+                key.clone(),
+                format!("unsupported field `{key}`"),
+            ));
         }
     }
     Ok(value)

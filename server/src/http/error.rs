@@ -40,6 +40,11 @@ impl ApiError {
         }
     }
 
+    /// 400 for a field not accepted where it was sent.
+    pub fn unsupported_field(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::invalid(param, message).with_code("unsupported_field")
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }

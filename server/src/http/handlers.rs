@@ -8,14 +8,15 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::body::{parse_object, typed};
+use super::chat_messages::chat_messages;
 use super::error::ApiError;
+use super::field_names::field_names;
 use super::generation::{endpoint_prefix, epas_object, new_id, respond, submit, Prepared};
 use super::params::{generation_params, Limits};
 use super::responses::{Endpoint, Envelope};
 use super::schema::*;
 use super::state::{AppState, Ready, ResolvedModel};
 use crate::engine::{GenerationParams, GenerationRequest};
-use epas_model::ChatMessage;
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -93,7 +94,14 @@ fn prepare_completion(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Prepared, ApiError> {
-    let value = parse_object(headers, body, &[COMMON_FIELDS, COMPLETION_FIELDS])?;
+    let value = parse_object(
+        headers,
+        body,
+        &[
+            field_names::<CommonParams>(),
+            field_names::<CompletionRequest>(),
+        ],
+    )?;
     let common: CommonParams = typed(&value)?;
     let req: CompletionRequest = typed(&value)?;
     let ready = state.ready()?;
@@ -163,64 +171,12 @@ pub async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     run(state.clone(), prepared).await
 }
 
-/// Chat messages as plain text, refusing what the template cannot render.
-pub fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
-    if messages.is_empty() {
-        return Err(ApiError::invalid("messages", "messages must not be empty"));
-    }
-    messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            if !matches!(
-                m.role.as_str(),
-                "system" | "user" | "assistant" | "developer"
-            ) {
-                return Err(ApiError::invalid(
-                    format!("messages[{i}].role"),
-                    format!(
-                        "role `{}` is not supported (system, developer, user, assistant)",
-                        m.role
-                    ),
-                ));
-            }
-            let content = match &m.content {
-                None => String::new(),
-                Some(MessageContent::Text(t)) => t.clone(),
-                Some(MessageContent::Parts(parts)) => {
-                    let mut text = String::new();
-                    for p in parts {
-                        match (p.kind.as_str(), &p.text) {
-                            ("text", Some(t)) => text.push_str(t),
-                            _ => {
-                                return Err(ApiError::invalid(
-                                    format!("messages[{i}].content"),
-                                    format!(
-                                        "content part type `{}` is not supported (text only)",
-                                        p.kind
-                                    ),
-                                ))
-                            }
-                        }
-                    }
-                    text
-                }
-            };
-            let role = if m.role == "developer" {
-                "system"
-            } else {
-                m.role.as_str()
-            };
-            Ok(ChatMessage {
-                role: role.to_string(),
-                content,
-            })
-        })
-        .collect()
-}
-
 fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepared, ApiError> {
-    let value = parse_object(headers, body, &[COMMON_FIELDS, CHAT_FIELDS])?;
+    let value = parse_object(
+        headers,
+        body,
+        &[field_names::<CommonParams>(), field_names::<ChatRequest>()],
+    )?;
     let common: CommonParams = typed(&value)?;
     let req: ChatRequest = typed(&value)?;
     let ready = state.ready()?;

@@ -1,10 +1,13 @@
 //! The OpenAI-compatible HTTP server (axum): routes, authentication, limits, graceful drain.
 
 mod body;
+mod chat_messages;
 mod error;
+mod field_names;
 mod generation;
 mod handlers;
-mod misc;
+mod model_list;
+mod monitoring;
 mod params;
 mod playground;
 mod request_counting;
@@ -12,6 +15,7 @@ mod responses;
 mod schema;
 mod shutdown;
 mod state;
+mod tokenizer_routes;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,9 +121,9 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
     let protected = Router::new()
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/chat/completions", post(handlers::chat))
-        .route("/v1/models", get(misc::models))
-        .route("/tokenize", post(misc::tokenize))
-        .route("/detokenize", post(misc::detokenize))
+        .route("/v1/models", get(model_list::models))
+        .route("/tokenize", post(tokenizer_routes::tokenize))
+        .route("/detokenize", post(tokenizer_routes::detokenize))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let cors = if config.cors_origins.iter().any(|o| o == "*") {
         CorsLayer::new()
@@ -139,13 +143,13 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
     };
     Router::new()
         .merge(protected)
-        .route("/health", get(misc::health))
-        .route("/metrics", get(misc::metrics))
+        .route("/health", get(monitoring::health))
+        .route("/metrics", get(monitoring::metrics))
         .route("/", get(playground::index))
         .route("/static/playground.js", get(playground::script))
         .route("/static/playground.css", get(playground::stylesheet))
         .route("/info", get(playground::info))
-        .fallback(misc::not_found)
+        .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
@@ -171,7 +175,7 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
 /// The drain that follows keeps the listener open (new generations and `/health` get 503)
 /// until the engine has finished its work, then lets the open responses end, all within
 /// `shutdown_timeout`. A second signal during the drain ends it at once with an error.
-pub async fn serve<L>(config: ServerConfig, load: L) -> anyhow_like::Result<()>
+pub async fn serve<L>(config: ServerConfig, load: L) -> Result<(), ServeError>
 where
     L: FnOnce() -> Result<(EpasLlama, TextTokenizer), String> + Send + 'static,
 {
@@ -205,7 +209,6 @@ where
     let loader_state = state.clone();
     let loaded = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let (model, tokenizer) = load()?;
-        let max_context = model.max_context();
         let info = model.info.clone();
         let tokenizer = Arc::new(tokenizer);
         for ratio in [0.0, 0.25, 0.5, 0.75] {
@@ -224,7 +227,6 @@ where
             engine,
             tokenizer,
             info,
-            max_context,
             created,
         });
         Ok(())
@@ -275,7 +277,5 @@ where
     Ok(())
 }
 
-/// A string error for the server's fallible setup.
-pub mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
-}
+/// Why `serve` failed (binding, loading the model, a cut drain), as a message.
+pub type ServeError = Box<dyn std::error::Error + Send + Sync>;

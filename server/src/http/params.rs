@@ -174,5 +174,6 @@ pub fn generation_params(
             logprobs,
         },
         n,
+        speculative: c.speculative.unwrap_or(true),
     })
 }

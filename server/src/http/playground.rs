@@ -107,7 +107,7 @@ pub async fn info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
             "num_layers": l,
             "hidden_size": c.hidden_size,
             "weights": info.weight_format,
-            "max_model_len": ready.max_context,
+            "max_model_len": ready.max_model_len(),
             "epas_trained": info.epas.is_some(),
             "trained_sharing_ratio": info.epas.as_ref().map(|e| e.sharing_ratio),
             "trained_sharing_layers": trained_k,

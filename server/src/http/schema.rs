@@ -1,7 +1,8 @@
-//! Request bodies of the OpenAI API with this server's extensions. Fields not listed here are
-//! refused by name (never silently ignored).
+//! Request bodies of the OpenAI API with this server's extensions. Fields these types do not
+//! declare are refused by name (never silently ignored): the accepted names of a body are its
+//! structs' fields (`field_names`), and message objects collect any other key in `unknown`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
@@ -55,30 +56,9 @@ pub struct CommonParams {
     #[serde(default)]
     pub ignore_eos: bool,
     pub stop_token_ids: Option<Vec<u32>>,
+    /// `false` opts out of speculative decoding when the server drafts tokens.
+    pub speculative: Option<bool>,
 }
-
-pub const COMMON_FIELDS: &[&str] = &[
-    "model",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "n",
-    "stream",
-    "stream_options",
-    "stop",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "user",
-    "sharing_ratio",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "min_tokens",
-    "ignore_eos",
-    "stop_token_ids",
-];
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionRequest {
@@ -91,8 +71,6 @@ pub struct CompletionRequest {
     pub suffix: Option<String>,
 }
 
-pub const COMPLETION_FIELDS: &[&str] = &["prompt", "logprobs", "echo", "best_of", "suffix"];
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum MessageContent {
@@ -100,20 +78,54 @@ pub enum MessageContent {
     Parts(Vec<ContentPart>),
 }
 
+/// Keys a message object (or a part of one) has beyond its type's fields.
+pub type UnknownFields = BTreeMap<String, serde_json::Value>;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
     pub text: Option<String>,
+    /// The text of an assistant's `refusal` part.
+    pub refusal: Option<String>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+/// One chat message with the fields OpenAI defines for any role; which belong to which role is
+/// checked in `chat_messages`. `null` reads as absent, as in OpenAI's API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    pub role: Option<String>,
+    pub content: Option<MessageContent>,
+    /// Accepted for OpenAI compatibility; chat templates here do not render it.
+    pub name: Option<String>,
+    pub refusal: Option<String>,
+    pub tool_calls: Option<Vec<ToolCall>>,
+    pub tool_call_id: Option<String>,
+    pub audio: Option<serde_json::Value>,
+    pub function_call: Option<serde_json::Value>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+/// A tool call of an assistant message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolCall {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: Option<FunctionCall>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: Option<MessageContent>,
-    /// Accepted for OpenAI compatibility; chat templates here do not render it.
-    #[allow(dead_code)]
+pub struct FunctionCall {
     pub name: Option<String>,
+    pub arguments: Option<String>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,16 +140,6 @@ pub struct ChatRequest {
     pub tool_choice: Option<serde_json::Value>,
 }
 
-pub const CHAT_FIELDS: &[&str] = &[
-    "messages",
-    "max_completion_tokens",
-    "logprobs",
-    "top_logprobs",
-    "response_format",
-    "tools",
-    "tool_choice",
-];
-
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenizeRequest {
     pub model: Option<String>,
@@ -147,15 +149,11 @@ pub struct TokenizeRequest {
     pub add_generation_prompt: bool,
 }
 
-pub const TOKENIZE_FIELDS: &[&str] = &["model", "prompt", "messages", "add_generation_prompt"];
-
 #[derive(Debug, Clone, Deserialize)]
 pub struct DetokenizeRequest {
     pub model: Option<String>,
     pub tokens: Vec<u32>,
 }
-
-pub const DETOKENIZE_FIELDS: &[&str] = &["model", "tokens"];
 
 fn default_true() -> bool {
     true

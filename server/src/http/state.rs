@@ -25,7 +25,6 @@ pub struct Ready {
     pub engine: EngineHandle,
     pub tokenizer: Arc<TextTokenizer>,
     pub info: ModelInfo,
-    pub max_context: usize,
     pub created: u64,
 }
 
@@ -40,6 +39,15 @@ pub struct AppState {
 pub struct ResolvedModel {
     pub plan: SharingPlan,
     pub ratio: f64,
+}
+
+impl Ready {
+    /// The longest sequence (prompt plus output) a request can have: the model's context, or
+    /// less when the KV pool holds fewer positions of a sequence that shares no layer.
+    pub fn max_model_len(&self) -> usize {
+        let plan = SharingPlan::none(self.info.config.num_layers);
+        self.engine.limits().max_sequence_tokens(&plan)
+    }
 }
 
 impl AppState {

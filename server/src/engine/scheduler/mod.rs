@@ -34,6 +34,7 @@ use sequence::{Running, Sequence};
 use super::config::EngineConfig;
 use super::observer::EngineObserver;
 use super::request::{EngineEvent, FinishReason, Usage};
+use super::speculative::{ngram, DraftRecord};
 use super::stop::StopMatcher;
 use super::validate::ValidRequest;
 
@@ -59,7 +60,6 @@ struct RequestRecord {
     remaining: usize,
     /// Choices never admitted: the request counts as waiting while any is.
     unadmitted: usize,
-    max_tokens: usize,
     usage: Usage,
 }
 
@@ -71,6 +71,9 @@ pub(crate) struct SchedulerCounts {
     pub cancellations: u64,
     pub prefix_hits: u64,
     pub prefix_misses: u64,
+    /// Draft tokens checked, and those kept.
+    pub drafted: u64,
+    pub draft_accepted: u64,
 }
 
 pub(crate) struct Scheduler {
@@ -129,6 +132,7 @@ impl Scheduler {
                 arrival,
                 last_token_at: None,
                 admitted_once: false,
+                drafts: DraftRecord::default(),
             });
         }
         self.requests.insert(
@@ -136,7 +140,6 @@ impl Scheduler {
             RequestRecord {
                 remaining: params.n,
                 unadmitted: params.n,
-                max_tokens: params.max_tokens,
                 usage: Usage {
                     prompt_tokens: request.prompt.len(),
                     ..Usage::default()
@@ -184,8 +187,13 @@ impl Scheduler {
         let mut slot = 0;
         while slot < self.running.len() && budget > 0 {
             let chunk = self.running[slot].pending().min(budget);
-            if self.grow(slot, chunk) {
-                plan.rows.push(self.row(slot, chunk));
+            let draft = self.draft(slot, chunk, budget);
+            if !draft.is_empty() && self.grow_into_free(slot, chunk + draft.len()) {
+                budget -= chunk + draft.len();
+                plan.rows.push(self.row(slot, chunk, draft));
+                slot += 1;
+            } else if self.grow(slot, chunk) {
+                plan.rows.push(self.row(slot, chunk, Vec::new()));
                 budget -= chunk;
                 slot += 1;
             } else if slot > 0 || self.running.len() > 1 {
@@ -215,10 +223,48 @@ impl Scheduler {
         self.kv.make_room(needed) && self.running[slot].cache.reserve(tokens).is_ok()
     }
 
-    fn row(&self, slot: usize, chunk: usize) -> ScheduledRow {
+    /// Reserves room for `tokens` more positions only from free blocks (drafts never evict or
+    /// preempt).
+    fn grow_into_free(&mut self, slot: usize, tokens: usize) -> bool {
+        let cache = &mut self.running[slot].cache;
+        cache.blocks_needed(tokens) <= self.kv.free_blocks() && cache.reserve(tokens).is_ok()
+    }
+
+    /// Tokens to draft for sequence `slot` running `chunk` tokens this step: a decode step of a
+    /// request that allows it, while the batch is small and the sequence's drafts pay.
+    fn draft(&mut self, slot: usize, chunk: usize, budget: usize) -> Vec<u32> {
+        let Some(cfg) = self.config.speculative else {
+            return Vec::new();
+        };
+        let running = self.running.len();
+        let seq = &mut self.running[slot].seq;
+        let params = &seq.params;
+        let decoding = chunk == 1 && seq.generated() > 0;
+        // Tokens the step may add besides the model's own: never past max_tokens.
+        let room = params.max_tokens.saturating_sub(seq.generated() + 1);
+        let k = cfg.num_tokens.min(room).min(budget - chunk);
+        let allowed = decoding
+            && k > 0
+            && params.speculative
+            && running <= cfg.max_batch
+            && seq.generated() >= params.min_tokens;
+        if !(allowed && seq.drafts.may_draft()) {
+            return Vec::new();
+        }
+        ngram::propose(&seq.tokens, cfg.ngram_min, cfg.ngram_max, k)
+    }
+
+    fn row(&self, slot: usize, chunk: usize, draft: Vec<u32>) -> ScheduledRow {
         let r = &self.running[slot];
         let start = r.cache.len();
         let sample = start + chunk == r.seq.tokens.len();
+        let input = if draft.is_empty() {
+            Vec::new()
+        } else {
+            let mut input = r.seq.tokens[start..start + chunk].to_vec();
+            input.extend_from_slice(&draft);
+            input
+        };
         ScheduledRow {
             seq: r.seq.id,
             slot,
@@ -230,6 +276,8 @@ impl Scheduler {
                 Vec::new()
             },
             prefill: chunk > 1 || start < r.seq.prompt_len,
+            draft,
+            input,
         }
     }
 
@@ -293,7 +341,7 @@ impl Scheduler {
             }
             self.running.push(running);
             let slot = self.running.len() - 1;
-            plan.rows.push(self.row(slot, chunk));
+            plan.rows.push(self.row(slot, chunk, Vec::new()));
             budget -= chunk;
         }
     }
@@ -327,12 +375,18 @@ impl Scheduler {
             };
             debug_assert_eq!(row.seq, r.seq.id);
             let Running { seq, cache } = r;
+            let tokens = if row.draft.is_empty() {
+                &seq.tokens[row.tokens.clone()]
+            } else {
+                row.input.as_slice()
+            };
             batch.push(BatchRow {
-                tokens: &seq.tokens[row.tokens.clone()],
+                tokens,
                 cache,
                 sample: row
                     .sample
                     .then_some((&mut seq.sampler, row.banned.as_slice())),
+                draft: &row.draft,
             });
         }
         batch
@@ -357,6 +411,30 @@ impl Scheduler {
                 RowOutput::Failed(message) => failed.push((row.seq.request, message)),
                 RowOutput::Sampled(sampled) => {
                     if let Some(reason) = self.accept(row.slot, sampled, now) {
+                        finished.push((row.slot, reason));
+                    }
+                }
+                RowOutput::Speculated {
+                    tokens,
+                    drafted,
+                    accepted,
+                } => {
+                    let r = &mut self.running[row.slot];
+                    r.seq.drafts.record(drafted, accepted);
+                    self.counts.drafted += drafted as u64;
+                    self.counts.draft_accepted += accepted as u64;
+                    self.observer.speculated(r.seq.ratio(), drafted, accepted);
+                    let mut reason = None;
+                    for sampled in tokens {
+                        reason = self.accept(row.slot, sampled, now);
+                        if reason.is_some() {
+                            break;
+                        }
+                    }
+                    // The positions of rejected drafts leave the cache (and their blocks).
+                    let r = &mut self.running[row.slot];
+                    r.cache.truncate(r.seq.tokens.len() - 1);
+                    if let Some(reason) = reason {
                         finished.push((row.slot, reason));
                     }
                 }
@@ -390,7 +468,8 @@ impl Scheduler {
             return Some(FinishReason::Stop);
         };
         record.usage.completion_tokens += 1;
-        let outcome = output::accept_token(seq, sampled, &self.tokenizer, record.max_tokens);
+        let max_tokens = seq.params.max_tokens;
+        let outcome = output::accept_token(seq, sampled, &self.tokenizer, max_tokens);
         if let Some(event) = outcome.event {
             self.outbox.push(Emitted {
                 request: seq.id.request,

@@ -23,6 +23,10 @@ pub(crate) struct ScheduledRow {
     pub banned: Vec<u32>,
     /// Whether the rows are prompt positions (prefill) rather than a generated token (decode).
     pub prefill: bool,
+    /// Drafted tokens checked after the pending one (speculative decoding); empty: none.
+    pub draft: Vec<u32>,
+    /// The pending token followed by the draft, when there is a draft.
+    pub(super) input: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -37,7 +41,10 @@ impl StepPlan {
 
     /// Tokens the step runs through the model.
     pub fn tokens(&self) -> usize {
-        self.rows.iter().map(|r| r.tokens.len()).sum()
+        self.rows
+            .iter()
+            .map(|r| r.tokens.len() + r.draft.len())
+            .sum()
     }
 
     pub fn phase(&self) -> StepPhase {
@@ -57,6 +64,8 @@ pub(crate) struct BatchRow<'a> {
     pub cache: &'a mut PagedSequence,
     /// The sampler and the tokens it may not pick, when the row samples.
     pub sample: Option<(&'a mut Sampler, &'a [u32])>,
+    /// The drafted tokens at the end of `tokens`, to verify.
+    pub draft: &'a [u32],
 }
 
 /// What running one row gave.
@@ -65,6 +74,13 @@ pub(crate) enum RowOutput {
     /// The tokens are in the cache; nothing was sampled (a prefill chunk that is not the last).
     Computed,
     Sampled(Sampled),
+    /// A checked draft: the tokens this step gives, in order (the kept draft tokens and the
+    /// model's own after them), and how many of `drafted` were kept.
+    Speculated {
+        tokens: Vec<Sampled>,
+        drafted: usize,
+        accepted: usize,
+    },
     /// The forward failed for this sequence; its cache is unchanged.
     Failed(String),
 }

@@ -8,6 +8,7 @@ use epas_model::Sampler;
 use epas_model::{IncrementalDecoder, KvCache, SharingPlan};
 
 use crate::engine::request::GenerationParams;
+use crate::engine::speculative::DraftRecord;
 use crate::engine::stop::StopMatcher;
 
 /// Choice `index` of request `request`.
@@ -31,6 +32,7 @@ pub(crate) struct Sequence {
     pub last_token_at: Option<Instant>,
     /// Set at the first admission (queue time and the prefix-cache query count once).
     pub admitted_once: bool,
+    pub drafts: DraftRecord,
 }
 
 impl Sequence {

@@ -17,20 +17,24 @@ pub struct FakeModel {
     pub layers: usize,
     pub vocab: usize,
     pub context: usize,
+    /// Predictions that depend on the last token only, so text soon repeats itself and
+    /// drafted tokens are right; otherwise they also depend on the position.
+    pub repetitive: bool,
 }
 
 impl FakeModel {
     /// The token predicted after `last` at position `position`.
-    pub fn next(last: u32, position: usize) -> u32 {
+    pub fn next(&self, last: u32, position: usize) -> u32 {
+        let position = if self.repetitive { 0 } else { position };
         100 + ((last as usize * 31 + position * 17) % 200) as u32
     }
 
     /// What a request generates alone: `max_tokens` predictions after `prompt`.
-    pub fn continuation(prompt: &[u32], max_tokens: usize) -> Vec<u32> {
+    pub fn continuation(&self, prompt: &[u32], max_tokens: usize) -> Vec<u32> {
         let mut tokens = prompt.to_vec();
         for _ in 0..max_tokens {
             let last = *tokens.last().expect("prompts are not empty");
-            tokens.push(Self::next(last, tokens.len() - 1));
+            tokens.push(self.next(last, tokens.len() - 1));
         }
         tokens.split_off(prompt.len())
     }
@@ -81,15 +85,19 @@ impl StepModel for FakeModel {
         }
         let outputs = steps
             .iter()
-            .map(|s| match s.logits {
-                Logits::Skip => None,
-                Logits::Last | Logits::All => {
-                    let position = s.cache.len() + s.tokens.len() - 1;
-                    let last = *s.tokens.last().expect("steps are not empty");
-                    let mut logits = vec![0.0; self.vocab];
-                    logits[Self::next(last, position) as usize] = 10.0;
-                    Some(logits)
+            .map(|s| {
+                let start = s.cache.len();
+                let positions = match s.logits {
+                    Logits::Skip => return None,
+                    Logits::Last => s.tokens.len() - 1..s.tokens.len(),
+                    Logits::All => 0..s.tokens.len(),
+                };
+                let mut logits = vec![0.0; positions.len() * self.vocab];
+                for (row, i) in positions.enumerate() {
+                    let next = self.next(s.tokens[i], start + i) as usize;
+                    logits[row * self.vocab + next] = 10.0;
                 }
+                Some(logits)
             })
             .collect();
         for s in steps.iter_mut() {

@@ -3,6 +3,7 @@
 mod fake_model;
 mod property;
 mod scenarios;
+mod speculation;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -32,6 +33,7 @@ fn tokenizer() -> Arc<TextTokenizer> {
 /// A scheduler and an executor over the fake model, stepped by hand.
 pub(super) struct Harness {
     pub scheduler: Scheduler,
+    pub model: Arc<FakeModel>,
     executor: Executor,
     pub limits: RequestLimits,
     next_id: u64,
@@ -51,10 +53,16 @@ pub(super) struct Outcome {
 impl Harness {
     /// `kv_blocks` blocks of `config.block_size` positions.
     pub fn new(config: EngineConfig, kv_blocks: usize) -> Self {
+        Self::with_model(config, kv_blocks, false)
+    }
+
+    /// Over a fake model whose text repeats itself (`repetitive`) or not.
+    pub fn with_model(config: EngineConfig, kv_blocks: usize, repetitive: bool) -> Self {
         let model = Arc::new(FakeModel {
             layers: LAYERS,
             vocab: tokenizer().inner().get_vocab_size(true),
             context: 256,
+            repetitive,
         });
         let pool = model
             .block_pool(kv_blocks, config.block_size, config.kv_dtype)
@@ -69,7 +77,8 @@ impl Harness {
         };
         Self {
             scheduler: Scheduler::new(config, pool, tokenizer(), Arc::new(NoObserver)),
-            executor: Executor::new(model),
+            executor: Executor::new(model.clone()),
+            model,
             limits,
             next_id: 1,
             events: HashMap::new(),
@@ -225,7 +234,9 @@ pub(super) fn check_invariants(s: &Scheduler) {
     }
 }
 
-/// Greedy output of the fake model for `prompt` alone, `max_tokens` long, per choice.
-pub(super) fn expected(prompt: &[u32], max_tokens: usize, n: usize) -> Vec<Vec<u32>> {
-    vec![FakeModel::continuation(prompt, max_tokens); n]
+impl Harness {
+    /// Greedy output of the fake model for `prompt` alone, `max_tokens` long, per choice.
+    pub fn expected(&self, prompt: &[u32], max_tokens: usize, n: usize) -> Vec<Vec<u32>> {
+        vec![self.model.continuation(prompt, max_tokens); n]
+    }
 }

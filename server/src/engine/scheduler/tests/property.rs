@@ -21,9 +21,19 @@ fn simulate(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut cfg = config(rng.random_range(1..=8), rng.random_range(1..=48));
     cfg.prefix_cache = rng.random_bool(0.5);
+    if rng.random_bool(0.5) {
+        let ngram_min = rng.random_range(1..=2);
+        cfg.speculative = Some(crate::engine::SpeculativeConfig {
+            num_tokens: rng.random_range(1..=5),
+            ngram_min,
+            ngram_max: rng.random_range(ngram_min..=4),
+            max_batch: rng.random_range(1..=8),
+        });
+    }
+    let repetitive = rng.random_bool(0.5);
     // The longest sequence below (40 + 30 positions, no sharing) needs 18 rows of 8 blocks.
     let kv_blocks = rng.random_range(18 * 8..=80 * 8);
-    let mut h = Harness::new(cfg.clone(), kv_blocks);
+    let mut h = Harness::with_model(cfg.clone(), kv_blocks, repetitive);
     let shared_prefixes: Vec<Vec<u32>> = (0..3).map(|i| prompt(16, 50 + i)).collect();
     let mut submitted: HashMap<u64, Submitted> = HashMap::new();
     let arrivals = 60;
@@ -99,7 +109,7 @@ fn simulate(seed: u64) {
             assert_eq!(o.error, None, "seed {seed}: request {id}");
             assert_eq!(
                 o.tokens,
-                expected(&s.prompt, s.max_tokens, s.n),
+                h.expected(&s.prompt, s.max_tokens, s.n),
                 "seed {seed}: request {id}"
             );
         }

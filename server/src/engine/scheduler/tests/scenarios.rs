@@ -25,7 +25,7 @@ fn mixed_requests_give_what_each_gives_alone() {
     for (id, (p, _, m, n)) in ids.iter().zip(&reqs) {
         let o = h.outcome(*id, *n);
         assert_eq!(o.error, None);
-        assert_eq!(o.tokens, expected(p, *m, *n), "request {id}");
+        assert_eq!(o.tokens, h.expected(p, *m, *n), "request {id}");
         assert_eq!(o.finish, vec![Some(FinishReason::Length); *n]);
         assert_eq!(o.usage.unwrap().completion_tokens, m * n);
     }
@@ -60,8 +60,8 @@ fn a_poisoned_request_fails_alone_and_all_its_choices_go() {
     assert!(first.rows.iter().any(|r| r.seq.request == good));
     h.run_until_idle(100);
     assert!(h.outcome(bad, 3).error.unwrap().contains("poisoned"));
-    assert_eq!(h.outcome(good, 1).tokens, expected(&prompt(30, 2), 6, 1));
-    assert_eq!(h.outcome(other, 2).tokens, expected(&prompt(12, 4), 6, 2));
+    assert_eq!(h.outcome(good, 1).tokens, h.expected(&prompt(30, 2), 6, 1));
+    assert_eq!(h.outcome(other, 2).tokens, h.expected(&prompt(12, 4), 6, 2));
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn cancelling_removes_running_and_waiting_choices() {
         sent,
         "nothing is sent to a request that went away"
     );
-    assert_eq!(h.outcome(later, 1).tokens, expected(&prompt(5, 6), 3, 1));
+    assert_eq!(h.outcome(later, 1).tokens, h.expected(&prompt(5, 6), 3, 1));
     assert_eq!(h.scheduler.counts().cancellations, 1);
     assert_eq!(h.scheduler.kv().pool().stats().used(), 0);
 }
@@ -136,7 +136,7 @@ fn the_oldest_always_advances_and_a_preempted_sequence_is_not_readmitted_at_once
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(
             h.outcome(*id, 1).tokens,
-            expected(&prompt(6, 10 + i as u32), 40, 1)
+            h.expected(&prompt(6, 10 + i as u32), 40, 1)
         );
     }
     // Each sequence needs the whole pool at its end, so each may be preempted by every older
@@ -165,7 +165,7 @@ fn a_prefix_query_counts_once_however_long_admission_waits() {
     let counts = h.scheduler.counts();
     assert_eq!((counts.prefix_hits, counts.prefix_misses), (1, 2));
     assert_eq!(h.outcome(second, 1).usage.unwrap().cached_tokens, 20);
-    assert_eq!(h.outcome(second, 1).tokens, expected(&longer, 4, 1));
+    assert_eq!(h.outcome(second, 1).tokens, h.expected(&longer, 4, 1));
     assert!(h.outcome(first, 1).error.is_none() && h.outcome(third, 1).error.is_none());
 }
 
