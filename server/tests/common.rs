@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
-use epas_model::init::random_model;
+use epas_model::random_model;
 use epas_model::{EpasLlama, LlamaConfig, SharingPlan, TextTokenizer};
 use epas_server::engine::{
     EngineConfig, EngineEvent, EngineHandle, Failure, FinishReason, GenerationParams,
@@ -39,9 +39,8 @@ pub fn tiny() -> (Arc<EpasLlama>, Arc<TextTokenizer>) {
         rope_scaling: Default::default(),
     };
     let mut m = random_model(config, None, 99).unwrap();
-    for l in &mut m.layers {
-        l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap())
-            .unwrap();
+    for l in &mut m.host_weights_mut().unwrap().layers {
+        l.wq = epas_model::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap()).unwrap();
     }
     (Arc::new(m), smollm2().1.clone())
 }

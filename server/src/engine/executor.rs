@@ -6,8 +6,7 @@
 
 use std::sync::Arc;
 
-use epas_model::sampler::Sampler;
-use epas_model::SequenceStep;
+use epas_model::{Sampler, SequenceStep};
 use llguidance::toktrie::SimpleVob;
 use llguidance::Matcher;
 

@@ -1,9 +1,12 @@
 //! What a caller submits to the engine and what it receives back.
 
-use epas_model::sampler::SamplingParams;
+use epas_model::SamplingParams;
 use epas_model::SharingPlan;
 
 use super::structured::RequestConstraint;
+
+/// Why one choice ended (the model crate's, so `generate` and the engine say it alike).
+pub use epas_model::FinishReason;
 
 /// Generation settings of one request.
 #[derive(Debug, Clone)]
@@ -46,24 +49,6 @@ pub struct GenerationRequest {
     pub params: GenerationParams,
     /// What the output must match (structured outputs); `None`: free text.
     pub constraint: Option<RequestConstraint>,
-}
-
-/// Why one choice ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// EOS, a stop token or a stop string.
-    Stop,
-    /// `max_tokens`, or the model's context is full.
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-        }
-    }
 }
 
 /// Log-probability of a generated token and its top alternatives.

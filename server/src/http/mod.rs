@@ -214,7 +214,7 @@ where
         let tokenizer = Arc::new(tokenizer);
         for ratio in [0.0, 0.25, 0.5, 0.75] {
             if let Ok(plan) = epas_model::SharingPlan::new(info.config.num_layers, ratio) {
-                let bytes = epas_model::kv_cache::kv_bytes_per_token(&info.config, &plan, kv_dtype);
+                let bytes = epas_model::kv_bytes_per_token(&info.config, &plan, kv_dtype);
                 metrics.init_ratio(plan.effective_ratio(), bytes);
             }
         }

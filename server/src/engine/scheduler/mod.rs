@@ -22,8 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use epas_model::paged::{BlockPool, PagedSequence, PrefixCache};
-use epas_model::sampler::Sampler;
+use epas_model::{BlockPool, PagedSequence, PrefixCache, Sampler};
 use epas_model::{IncrementalDecoder, KvCache, Logits, TextTokenizer};
 use llguidance::Matcher;
 
@@ -466,7 +465,7 @@ impl Scheduler {
     fn accept(
         &mut self,
         slot: usize,
-        sampled: epas_model::sampler::Sampled,
+        sampled: epas_model::Sampled,
         now: Instant,
     ) -> Option<FinishReason> {
         let seq = &mut self.running[slot].seq;

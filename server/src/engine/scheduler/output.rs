@@ -1,7 +1,7 @@
 //! A sampled token becomes stream output: detokenized text, stop strings and tokens, length
 //! limits, and the text held back until a choice ends.
 
-use epas_model::sampler::Sampled;
+use epas_model::Sampled;
 use epas_model::{IncrementalDecoder, TextTokenizer};
 
 use super::sequence::Sequence;

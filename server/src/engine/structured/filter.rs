@@ -2,7 +2,7 @@
 //! against the matcher's state directly, and the whole mask is computed only when the sampler
 //! needs it (or was computed beside the forward).
 
-use epas_model::sampler::TokenFilter;
+use epas_model::TokenFilter;
 use llguidance::toktrie::SimpleVob;
 use llguidance::Matcher;
 
