@@ -172,36 +172,6 @@ impl Sampler {
         }
     }
 
-    /// Checks a drafted token against the model's logits (speculative decoding) and returns the
-    /// token this position gets, with whether it is the draft. Greedy: the argmax, accepted when
-    /// it equals the draft. Sampled: the draft is kept with its probability `p` under this
-    /// sampler's distribution, otherwise a token is drawn from the distribution without the
-    /// draft, so the result is distributed exactly as [`Self::sample_full`]'s.
-    pub fn verify(&mut self, raw: &[f32], banned: &[u32], draft: u32) -> (Sampled, bool) {
-        let logits = self.adjusted(raw, banned);
-        let token = if self.is_greedy() {
-            argmax(&logits)
-        } else {
-            match self.distribution(&logits) {
-                Distribution::Certain(token) => token,
-                Distribution::Weighted(mut weights) => {
-                    let total: f32 = weights.iter().map(|w| w.1).sum();
-                    let p = weights
-                        .iter()
-                        .find(|w| w.0 == draft)
-                        .map_or(0.0, |w| w.1 / total);
-                    if self.rng.random::<f32>() < p {
-                        draft
-                    } else {
-                        weights.retain(|w| w.0 != draft);
-                        self.pick(&weights)
-                    }
-                }
-            }
-        };
-        (self.record(raw, token), token == draft)
-    }
-
     /// `raw` after penalties, logit bias and bans.
     fn adjusted(&self, raw: &[f32], banned: &[u32]) -> Vec<f32> {
         let mut logits = raw.to_vec();
@@ -555,86 +525,6 @@ mod tests {
             out.top_logprobs.iter().map(|t| t.0).collect::<Vec<_>>(),
             vec![1, 2]
         );
-    }
-
-    /// Chi-square statistic of `counts` against `probs` (expected counts `probs * total`).
-    fn chi_square(counts: &[u64], probs: &[f64]) -> f64 {
-        let total: u64 = counts.iter().sum();
-        counts
-            .iter()
-            .zip(probs)
-            .map(|(&c, &p)| {
-                let e = p * total as f64;
-                (c as f64 - e).powi(2) / e
-            })
-            .sum()
-    }
-
-    #[test]
-    fn verifying_a_draft_keeps_the_sampling_distribution() {
-        let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
-        let z: f64 = logits.iter().map(|&l| (l as f64 / 0.8).exp()).sum();
-        let softmax: Vec<f64> = logits.iter().map(|&l| (l as f64 / 0.8).exp() / z).collect();
-        // Drafts that are likely, unlikely and the most likely token.
-        for draft in [4u32, 3, 1] {
-            let mut counts = [0u64; 5];
-            let mut accepted = 0;
-            for seed in 0..40_000 {
-                let mut s = Sampler::new(SamplingParams {
-                    temperature: 0.8,
-                    seed,
-                    ..Default::default()
-                });
-                let (out, kept) = s.verify(&logits, &[], draft);
-                counts[out.token as usize] += 1;
-                accepted += kept as u64;
-                assert_eq!(kept, out.token == draft);
-            }
-            // 4 degrees of freedom: 18.47 is the 0.001 critical value.
-            let chi = chi_square(&counts, &softmax);
-            assert!(chi < 18.47, "draft {draft}: {counts:?} chi-square {chi}");
-            let rate = accepted as f64 / 40_000.0;
-            assert!(
-                (rate - softmax[draft as usize]).abs() < 0.01,
-                "draft {draft}: {rate}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_draft_outside_top_k_is_never_kept_and_greedy_keeps_only_the_argmax() {
-        let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
-        let params = SamplingParams {
-            temperature: 1.0,
-            top_k: 2,
-            ..Default::default()
-        };
-        let mut counts = [0u64; 5];
-        for seed in 0..20_000 {
-            let mut s = Sampler::new(SamplingParams {
-                seed,
-                ..params.clone()
-            });
-            let (out, kept) = s.verify(&logits, &[], 3);
-            assert!(!kept);
-            counts[out.token as usize] += 1;
-        }
-        assert_eq!((counts[1], counts[2], counts[3]), (0, 0, 0));
-        let p4 = 1.0 / (1.0 + (-1f64).exp());
-        let chi = chi_square(&[counts[4], counts[0]], &[p4, 1.0 - p4]);
-        assert!(chi < 10.83, "{counts:?}");
-        let mut greedy = Sampler::new(SamplingParams::default());
-        assert_eq!(greedy.verify(&logits, &[], 4), (greedy_pick(4), true));
-        assert!(!greedy.verify(&logits, &[], 0).1);
-        assert_eq!(greedy.verify(&logits, &[4], 0).0.token, 0, "bans apply");
-    }
-
-    fn greedy_pick(token: u32) -> Sampled {
-        Sampled {
-            token,
-            logprob: None,
-            top_logprobs: Vec::new(),
-        }
     }
 
     /// A filter over a fixed set, counting how often its whole mask was asked for.

@@ -179,9 +179,10 @@ fn advance(matcher: &mut Matcher, token: u32) -> Result<(), String> {
         .map_err(|e| format!("the output constraint could not take the sampled token: {e}"))
 }
 
-/// Checks a draft against the logits of the pending position and of each drafted one: drafted
-/// tokens are kept while the sampler keeps them, and the first position that differs (or the
-/// one after the last draft) gives the model's own token.
+/// Checks a draft against the logits of the pending position and of each drafted one: each
+/// position samples as it would without drafts, and drafted tokens are kept while the sampled
+/// token equals them. A draft token is thus kept with exactly its probability, and a seeded
+/// request draws the same random numbers, so gives the same text, with drafts or without.
 fn verify(sampler: &mut Sampler, banned: &[u32], draft: &[u32], logits: &[f32]) -> RowOutput {
     let positions = draft.len() + 1;
     if logits.is_empty() || !logits.len().is_multiple_of(positions) {
@@ -193,11 +194,8 @@ fn verify(sampler: &mut Sampler, banned: &[u32], draft: &[u32], logits: &[f32]) 
     let mut tokens = Vec::with_capacity(positions);
     let mut accepted = 0;
     for (i, row) in logits.chunks_exact(vocab).enumerate() {
-        let Some(&guess) = draft.get(i) else {
-            tokens.push(sampler.sample_full(row, banned));
-            break;
-        };
-        let (sampled, kept) = sampler.verify(row, banned, guess);
+        let sampled = sampler.sample_full(row, banned);
+        let kept = draft.get(i) == Some(&sampled.token);
         tokens.push(sampled);
         if !kept {
             break;

@@ -225,11 +225,17 @@ impl Scheduler {
         self.kv.make_room(needed) && self.running[slot].cache.reserve(tokens).is_ok()
     }
 
-    /// Reserves room for `tokens` more positions only from free blocks (drafts never evict or
-    /// preempt).
+    /// Reserves room for `tokens` more positions only from free blocks that the sequences
+    /// after `slot` do not need for their own next tokens (drafts never evict, preempt, or
+    /// leave a later sequence without room).
     fn grow_into_free(&mut self, slot: usize, tokens: usize) -> bool {
+        let later: usize = self.running[slot + 1..]
+            .iter()
+            .map(|r| r.cache.blocks_needed(r.pending()))
+            .sum();
         let cache = &mut self.running[slot].cache;
-        cache.blocks_needed(tokens) <= self.kv.free_blocks() && cache.reserve(tokens).is_ok()
+        cache.blocks_needed(tokens) + later <= self.kv.free_blocks()
+            && cache.reserve(tokens).is_ok()
     }
 
     /// Tokens to draft for sequence `slot` running `chunk` tokens this step: a decode step of a
