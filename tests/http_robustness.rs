@@ -474,11 +474,11 @@ fn battery() -> Vec<Case> {
             Some("top_logprobs"),
         ),
         case(
-            "json response format",
+            "unknown response format",
             chat,
-            json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}),
+            json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "yaml"}}),
             400,
-            Some("response_format"),
+            Some("response_format.type"),
         ),
         case(
             "unknown route",

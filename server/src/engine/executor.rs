@@ -166,9 +166,9 @@ fn sample_one(
 }
 
 fn advance(matcher: &mut Matcher, token: u32) -> Result<(), String> {
-    matcher.consume_token(token).map_err(|e| {
-        format!("the output constraint could not take the sampled token: {e}")
-    })
+    matcher
+        .consume_token(token)
+        .map_err(|e| format!("the output constraint could not take the sampled token: {e}"))
 }
 
 /// Checks a draft against the logits of the pending position and of each drafted one: drafted
