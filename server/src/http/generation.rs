@@ -1,4 +1,5 @@
-//! Runs a validated request on the engine and answers it, streamed (SSE) or whole.
+//! Runs a validated request on the engine and answers it, streamed (SSE) or whole, in the
+//! shape of the API that was called (an [`AnswerFormat`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -51,18 +51,19 @@ pub async fn count_tokens(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = (|| {
-        let req: CountTokensRequest =
-            parse(&headers, &body, &[field_names::<CountTokensRequest>()])?;
-        refuse_tools(req.tools.as_ref(), req.tool_choice.as_ref())?;
-        let ready = state.ready()?;
-        state.resolve(ready, req.model.as_deref(), None)?;
-        let prompt = prompt_tokens(ready, req.system.as_ref(), &req.messages)?;
-        Ok(axum::Json(json!({"input_tokens": prompt.len()})).into_response())
-    })();
-    result
-        .map_err(|e: ApiError| e.renamed(RENAMES))
-        .unwrap_or_else(IntoResponse::into_response)
+    match input_tokens(&state, &headers, &body) {
+        Ok(count) => axum::Json(json!({"input_tokens": count})).into_response(),
+        Err(e) => e.renamed(RENAMES).into_response(),
+    }
+}
+
+/// The length of the prompt a `count_tokens` body would give `/v1/messages`.
+fn input_tokens(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<usize, ApiError> {
+    let req: CountTokensRequest = parse(headers, body, &[field_names::<CountTokensRequest>()])?;
+    refuse_tools(req.tools.as_ref(), req.tool_choice.as_ref())?;
+    let ready = state.ready()?;
+    state.resolve(ready, req.model.as_deref(), None)?;
+    Ok(prompt_tokens(ready, req.system.as_ref(), &req.messages)?.len())
 }
 
 fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepared, ApiError> {
