@@ -93,6 +93,8 @@ pub struct Outcome {
     pub tokens: Vec<Vec<u32>>,
     pub text: Vec<String>,
     pub finish: Vec<Option<FinishReason>>,
+    /// The stop string that ended each choice, if one did.
+    pub stop_sequence: Vec<Option<String>>,
     pub usage: Option<Usage>,
     pub error: Option<String>,
 }
@@ -102,6 +104,7 @@ pub fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>, n: usi
         tokens: vec![Vec::new(); n],
         text: vec![String::new(); n],
         finish: vec![None; n],
+        stop_sequence: vec![None; n],
         ..Default::default()
     };
     while let Some(ev) = rx.blocking_recv() {
@@ -116,9 +119,11 @@ pub fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>, n: usi
                 index,
                 reason,
                 text,
+                stop_sequence,
             } => {
                 o.text[index].push_str(&text);
                 o.finish[index] = Some(reason);
+                o.stop_sequence[index] = stop_sequence;
             }
             EngineEvent::Done { usage } => {
                 o.usage = Some(usage);

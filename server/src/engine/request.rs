@@ -83,6 +83,8 @@ pub enum EngineEvent {
         reason: FinishReason,
         /// Text held back until the end (never part of a stop string).
         text: String,
+        /// The stop string that ended the choice, if one did.
+        stop_sequence: Option<String>,
     },
     Done {
         usage: Usage,

@@ -514,6 +514,7 @@ impl Scheduler {
                 index: seq.id.index,
                 reason,
                 text,
+                stop_sequence: seq.stop.matched().map(str::to_owned),
             },
         });
         let Some(record) = self.requests.get_mut(&id) else {

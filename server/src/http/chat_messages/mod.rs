@@ -93,7 +93,7 @@ fn check_fields(m: &Message, role: Role, at: &str) -> Result<(), ApiError> {
 }
 
 /// Refuses the first key of `unknown`, named under `at`.
-fn refuse_unknown(unknown: &UnknownFields, at: &str) -> Result<(), ApiError> {
+pub(super) fn refuse_unknown(unknown: &UnknownFields, at: &str) -> Result<(), ApiError> {
     match unknown.keys().next() {
         None => Ok(()),
         Some(key) => Err(ApiError::unsupported_field(
