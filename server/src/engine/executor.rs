@@ -13,18 +13,20 @@ use llguidance::Matcher;
 use super::model::StepModel;
 use super::request::Failure;
 use super::scheduler::{BatchRow, RowInput, RowOutput, RowSampling};
-use super::structured::MatcherFilter;
+use super::structured::{as_matcher_token, MatcherFilter};
 
 pub(crate) struct Executor {
     model: Arc<dyn StepModel>,
+    /// The model's end-of-sequence tokens, for output constraints.
+    eos: Vec<u32>,
 }
 
 /// A constrained row's mask: which tokens its constraint allows next.
 type Mask = Option<Result<SimpleVob, String>>;
 
 impl Executor {
-    pub fn new(model: Arc<dyn StepModel>) -> Self {
-        Self { model }
+    pub fn new(model: Arc<dyn StepModel>, eos: Vec<u32>) -> Self {
+        Self { model, eos }
     }
 
     pub fn execute(&self, rows: &mut [BatchRow<'_>]) -> Vec<RowOutput> {
@@ -45,7 +47,7 @@ impl Executor {
             (self.forward(&mut inputs), Vec::new())
         };
         match forward {
-            Ok(logits) => sample_rows(&mut inputs, &mut samplings, logits, &mut masks),
+            Ok(logits) => sample_rows(&mut inputs, &mut samplings, logits, &mut masks, &self.eos),
             Err(error) if inputs.len() == 1 => {
                 vec![RowOutput::Failed(Failure::engine(error.to_string()))]
             }
@@ -60,6 +62,7 @@ impl Executor {
                                 std::slice::from_mut(&mut samplings[i]),
                                 logits,
                                 masks.get_mut(i..=i).unwrap_or_default(),
+                                &self.eos,
                             ),
                             Err(error) => {
                                 tracing::error!(%error, "sequence failed");
@@ -115,6 +118,7 @@ fn sample_rows(
     samplings: &mut [&mut Option<RowSampling<'_>>],
     logits: Vec<Option<Vec<f32>>>,
     masks: &mut [Mask],
+    eos: &[u32],
 ) -> Vec<RowOutput> {
     if logits.len() != inputs.len() {
         let message = format!(
@@ -136,7 +140,7 @@ fn sample_rows(
                     RowOutput::Failed(Failure::engine("the model returned no logits"))
                 }
                 (Some(s), Some(logits)) if input.draft.is_empty() => {
-                    sample_one(s, &logits, masks.get_mut(i).and_then(Option::take))
+                    sample_one(s, &logits, masks.get_mut(i).and_then(Option::take), eos)
                 }
                 (Some(s), Some(logits)) => verify(s.sampler, s.banned, input.draft, &logits),
             },
@@ -146,7 +150,7 @@ fn sample_rows(
 
 /// Picks a row's next token, one its constraint allows when it has one, and advances the
 /// constraint with it.
-fn sample_one(s: &mut RowSampling<'_>, logits: &[f32], mask: Mask) -> RowOutput {
+fn sample_one(s: &mut RowSampling<'_>, logits: &[f32], mask: Mask, eos: &[u32]) -> RowOutput {
     let Some(matcher) = s.constraint.as_deref_mut() else {
         return RowOutput::Sampled(s.sampler.sample_full(logits, s.banned));
     };
@@ -155,13 +159,13 @@ fn sample_one(s: &mut RowSampling<'_>, logits: &[f32], mask: Mask) -> RowOutput 
         Err(e) => return could_not_go_on(e),
     };
     let sampled = {
-        let mut filter = MatcherFilter::new(matcher, mask);
+        let mut filter = MatcherFilter::new(matcher, mask, eos);
         match s.sampler.sample_filtered(logits, s.banned, &mut filter) {
             Ok(sampled) => sampled,
             Err(e) => return could_not_go_on(e),
         }
     };
-    match advance(matcher, sampled.token) {
+    match advance(matcher, as_matcher_token(sampled.token, eos)) {
         Ok(()) => RowOutput::Sampled(sampled),
         Err(e) => RowOutput::Failed(Failure::constraint(e)),
     }

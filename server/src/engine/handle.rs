@@ -76,8 +76,8 @@ impl EngineHandle {
         state.kv_blocks_total.store(blocks, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         let thread = EngineThread {
+            executor: Executor::new(model, tokenizer.eos_tokens.clone()),
             scheduler: Scheduler::new(config.clone(), pool, tokenizer, observer.clone()),
-            executor: Executor::new(model),
             rx,
             state: state.clone(),
             observer,
@@ -117,12 +117,7 @@ impl EngineHandle {
         &self,
         request: ValidRequest,
     ) -> Result<UnboundedReceiver<EngineEvent>, SubmitError> {
-        if self.state.draining.load(Ordering::SeqCst) {
-            return Err(SubmitError::Draining);
-        }
-        if !self.state.alive() {
-            return Err(SubmitError::Stopped);
-        }
+        self.accepting()?;
         let before = self.state.submitted.fetch_add(1, Ordering::SeqCst);
         let waiting = before + self.state.queued.load(Ordering::SeqCst);
         if waiting >= self.config.max_waiting {
@@ -141,6 +136,23 @@ impl EngineHandle {
             return Err(SubmitError::Stopped);
         }
         Ok(rx)
+    }
+
+    /// Whether a request submitted now would be taken (it may still be refused as overloaded
+    /// when others arrive first): a cheap check before costly validation.
+    pub fn accepting(&self) -> Result<(), SubmitError> {
+        if self.state.draining.load(Ordering::SeqCst) {
+            return Err(SubmitError::Draining);
+        }
+        if !self.state.alive() {
+            return Err(SubmitError::Stopped);
+        }
+        let waiting =
+            self.state.submitted.load(Ordering::SeqCst) + self.state.queued.load(Ordering::SeqCst);
+        if waiting >= self.config.max_waiting {
+            return Err(SubmitError::Overloaded { waiting });
+        }
+        Ok(())
     }
 
     /// The panic message that ended the engine thread, if it died.

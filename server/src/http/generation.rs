@@ -57,6 +57,11 @@ pub async fn validate(ready: &Ready, request: GenerationRequest) -> Result<Valid
     if request.constraint.is_none() {
         return Ok(ready.engine.validate(request)?);
     }
+    // A request the engine would refuse now is refused before its constraint is compiled.
+    ready
+        .engine
+        .accepting()
+        .map_err(|e| submit_error(ready, e))?;
     let engine = ready.engine.clone();
     tokio::task::spawn_blocking(move || engine.validate(request))
         .await
@@ -70,13 +75,20 @@ pub fn submit(
     ready: &Ready,
     request: ValidRequest,
 ) -> Result<UnboundedReceiver<EngineEvent>, ApiError> {
-    ready.engine.submit(request).map_err(|e| match &e {
+    ready
+        .engine
+        .submit(request)
+        .map_err(|e| submit_error(ready, e))
+}
+
+fn submit_error(ready: &Ready, e: SubmitError) -> ApiError {
+    match &e {
         SubmitError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
         SubmitError::Draining => ApiError::draining(),
         SubmitError::Stopped => {
             ApiError::engine_failed(ready.engine.failure().unwrap_or("the engine has stopped"))
         }
-    })
+    }
 }
 
 fn with_epas_headers(mut response: Response, resolved: &ResolvedModel) -> Response {

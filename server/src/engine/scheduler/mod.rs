@@ -115,7 +115,7 @@ impl Scheduler {
 
     /// Queues request `id` behind every request already here.
     pub fn add(&mut self, id: u64, request: ValidRequest, arrival: Instant) {
-        let (request, matcher) = request.into_parts();
+        let (request, mut matcher) = request.into_parts();
         let params = Arc::new(request.params);
         for index in 0..params.n {
             let mut sampling = params.sampling.clone();
@@ -133,8 +133,12 @@ impl Scheduler {
                 last_token_at: None,
                 admitted_once: false,
                 drafts: DraftRecord::default(),
-                // Each choice walks the constraint on its own.
-                constraint: matcher.as_ref().map(Matcher::deep_clone),
+                // Each choice walks the constraint on its own; the last takes the original.
+                constraint: if index + 1 == params.n {
+                    matcher.take()
+                } else {
+                    matcher.as_ref().map(Matcher::deep_clone)
+                },
             });
         }
         self.requests.insert(

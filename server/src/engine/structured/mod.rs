@@ -11,7 +11,7 @@ mod tokenizer_env;
 
 pub(crate) use compiler::ConstraintCompiler;
 pub use constraint::OutputConstraint;
-pub(crate) use filter::MatcherFilter;
+pub(crate) use filter::{as_matcher_token, MatcherFilter};
 
 /// A constraint with the request field it came from (named in errors).
 #[derive(Debug, Clone, PartialEq)]

@@ -9,6 +9,10 @@ use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 struct ModelTokenizer {
     tokenizer: Arc<TextTokenizer>,
     trie: TokTrie,
+    /// Whether tokenizing a text gives the tokens the model itself would see for it: true for
+    /// byte-level BPE (GPT-2 style: SmolLM2, Llama 3, Qwen). SentencePiece tokenizers prepend
+    /// "▁" to every encoded text, so llguidance must not force tokens from their tokenization.
+    canonical: bool,
 }
 
 impl TokenizerEnv for ModelTokenizer {
@@ -16,13 +20,20 @@ impl TokenizerEnv for ModelTokenizer {
         &self.trie
     }
 
+    /// Bytes that end inside a UTF-8 character are tokenized as text up to it and byte by byte
+    /// after it (never as U+FFFD).
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        let text = String::from_utf8_lossy(s);
-        self.tokenizer
-            .inner()
-            .encode(text.as_ref(), false)
-            .map(|e| e.get_ids().to_vec())
-            .unwrap_or_default()
+        self.trie.tokenize_with_greedy_fallback(s, |text| {
+            self.tokenizer
+                .inner()
+                .encode(text, false)
+                .map(|e| e.get_ids().to_vec())
+                .unwrap_or_default()
+        })
+    }
+
+    fn tokenize_is_canonical(&self) -> bool {
+        self.canonical
     }
 }
 
@@ -50,5 +61,47 @@ pub(crate) fn token_env(
     let mut info = TokRxInfo::new(vocab_size as u32, eos);
     info.tok_bos = tokenizer.bos_token;
     let trie = TokTrie::from(&info, &words);
-    Ok(Arc::new(ModelTokenizer { tokenizer, trie }))
+    let canonical = is_byte_level(&json);
+    Ok(Arc::new(ModelTokenizer {
+        tokenizer,
+        trie,
+        canonical,
+    }))
+}
+
+/// Whether a tokenizer.json describes a byte-level BPE tokenizer.
+fn is_byte_level(json: &serde_json::Value) -> bool {
+    ["pre_tokenizer", "decoder"]
+        .iter()
+        .any(|part| json[part].to_string().contains("\"ByteLevel\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_ending_inside_a_character_keep_their_bytes() {
+        let (_, tokenizer) = epas_builtin::load_builtin(&candle_core::Device::Cpu).unwrap();
+        let vocab = tokenizer.inner().get_vocab_size(true);
+        let env = token_env(Arc::new(tokenizer), vocab).unwrap();
+        assert!(
+            env.tokenize_is_canonical(),
+            "SmolLM2's tokenizer is byte-level BPE"
+        );
+        let text = "{\"name\": \"caf\u{e9}".as_bytes();
+        let cut = &text[..text.len() - 1];
+        let tokens = env.tokenize_bytes(cut);
+        assert_eq!(env.tok_trie().decode_raw(&tokens), cut);
+    }
+
+    #[test]
+    fn sentencepiece_tokenizers_are_not_canonical() {
+        let sp = serde_json::json!({"pre_tokenizer": {"type": "Metaspace"},
+            "decoder": {"type": "Sequence", "decoders": [{"type": "Replace"}]}});
+        let bpe = serde_json::json!({"pre_tokenizer": {"type": "Sequence",
+            "pretokenizers": [{"type": "ByteLevel"}]}, "decoder": {"type": "ByteLevel"}});
+        assert!(!is_byte_level(&sp));
+        assert!(is_byte_level(&bpe));
+    }
 }

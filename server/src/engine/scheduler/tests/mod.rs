@@ -84,7 +84,7 @@ impl Harness {
         };
         Self {
             scheduler: Scheduler::new(config, pool, tokenizer(), Arc::new(NoObserver)),
-            executor: Executor::new(model.clone()),
+            executor: Executor::new(model.clone(), tokenizer().eos_tokens.clone()),
             model,
             validator,
             next_id: 1,
