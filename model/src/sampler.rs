@@ -211,13 +211,12 @@ impl Sampler {
     fn apply_penalties(&self, logits: &mut [f32]) {
         let p = &self.params;
         if p.repetition_penalty != 1.0 {
-            let seen = self
-                .prompt
-                .iter()
-                .chain(self.generated.keys())
-                .copied()
-                .collect::<std::collections::HashSet<u32>>();
-            for id in seen {
+            // The prompt is sorted and deduplicated: each token is penalised once.
+            let generated_only = self
+                .generated
+                .keys()
+                .filter(|id| self.prompt.binary_search(id).is_err());
+            for &id in self.prompt.iter().chain(generated_only) {
                 if let Some(l) = logits.get_mut(id as usize) {
                     *l = if *l > 0.0 {
                         *l / p.repetition_penalty
@@ -253,11 +252,18 @@ impl Sampler {
         if cands.is_empty() {
             return Distribution::Certain(argmax(logits));
         }
-        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if self.params.top_k > 0 {
-            cands.truncate(self.params.top_k);
+        // Highest logit first, ties by token id. Only top-k and top-p need the order: top-k
+        // selects its k candidates before sorting them, and without either nothing is sorted.
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let top_k = self.params.top_k;
+        if top_k > 0 && top_k < cands.len() {
+            cands.select_nth_unstable_by(top_k - 1, order);
+            cands.truncate(top_k);
+            cands.sort_unstable_by(order);
+        } else if top_k > 0 || self.params.top_p < 1.0 {
+            cands.sort_unstable_by(order);
         }
-        let max = cands[0].1;
+        let max = cands.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
         let inv_t = 1.0 / self.params.temperature;
         for c in &mut cands {
             c.1 = ((c.1 - max) * inv_t).exp();
@@ -265,9 +271,9 @@ impl Sampler {
         let total: f32 = cands.iter().map(|c| c.1).sum();
         cands.iter_mut().for_each(|c| c.1 /= total);
         if self.params.min_p > 0.0 {
-            let floor = self.params.min_p * cands[0].1;
-            let keep = cands.iter().take_while(|c| c.1 >= floor).count().max(1);
-            cands.truncate(keep);
+            // The top weight is the largest: 1 / total.
+            let floor = self.params.min_p / total;
+            cands.retain(|c| c.1 >= floor);
         }
         if self.params.top_p < 1.0 {
             let mut acc = 0.0;
