@@ -5,6 +5,7 @@
 pub mod attention;
 mod attention_kernels;
 pub mod builtin;
+mod chat_template;
 pub mod config;
 pub mod error;
 pub mod eval;
@@ -17,6 +18,7 @@ pub mod linear;
 pub mod load;
 pub mod model;
 pub mod paged;
+pub mod python_json;
 mod quantize;
 pub mod rope;
 pub mod rope_scaling;
