@@ -13,6 +13,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::error::ApiError;
 use super::responses::{Endpoint, Envelope, LogprobsBuilder};
 use super::state::{AppState, Ready, ResolvedModel};
+use super::tool_calls::{answer_choice, finish_reason, piece_chunks, CallStream, ToolOutput};
 use crate::engine::{
     EngineEvent, GenerationRequest, SubmitError, TokenLogprobs, Usage, ValidRequest,
 };
@@ -31,6 +32,8 @@ pub struct Answer {
     pub envelope: Envelope,
     pub n: usize,
     pub want_logprobs: bool,
+    /// How each choice's text is read for tool calls (`None`: it is not).
+    pub tools: Option<ToolOutput>,
 }
 
 pub fn epas_object(resolved: &ResolvedModel) -> Value {
@@ -162,7 +165,10 @@ async fn collect(
                         } else {
                             Value::Null
                         };
-                        env.choice(i, &texts[i], finish[i], lp)
+                        match &answer.tools {
+                            Some(tools) => answer_choice(env, i, tools, &texts[i], finish[i], lp),
+                            None => env.choice(i, &texts[i], finish[i], lp),
+                        }
                     })
                     .collect();
                 return Ok(axum::Json(env.response(choices, &usage)));
@@ -182,6 +188,8 @@ struct StreamState {
     include_usage: bool,
     want_logprobs: bool,
     started: Vec<bool>,
+    /// Each choice's text read for tool calls (empty when the request has no tools).
+    calls: Vec<CallStream>,
     queue: std::collections::VecDeque<Event>,
     done: bool,
 }
@@ -217,7 +225,11 @@ impl StreamState {
                     _ => Value::Null,
                 };
                 let first = self.first(index);
-                if !text.is_empty() || first || !lp.is_null() {
+                if let Some(calls) = self.calls.get_mut(index) {
+                    let pieces = calls.push(&text);
+                    let chunks = piece_chunks(&self.envelope, index, pieces, first, lp, None);
+                    self.queue.extend(chunks.iter().map(data));
+                } else if !text.is_empty() || first || !lp.is_null() {
                     let chunk = self.envelope.chunk(index, &text, first, None, lp);
                     self.queue.push_back(data(&chunk));
                 }
@@ -228,10 +240,28 @@ impl StreamState {
                 text,
             } => {
                 let first = self.first(index);
-                let chunk =
-                    self.envelope
-                        .chunk(index, &text, first, Some(reason.as_str()), Value::Null);
-                self.queue.push_back(data(&chunk));
+                if let Some(calls) = self.calls.get_mut(index) {
+                    let pieces = calls.finish(&text);
+                    let reason = finish_reason(calls.called(), reason.as_str());
+                    let chunks = piece_chunks(
+                        &self.envelope,
+                        index,
+                        pieces,
+                        first,
+                        Value::Null,
+                        Some(reason),
+                    );
+                    self.queue.extend(chunks.iter().map(data));
+                } else {
+                    let chunk = self.envelope.chunk(
+                        index,
+                        &text,
+                        first,
+                        Some(reason.as_str()),
+                        Value::Null,
+                    );
+                    self.queue.push_back(data(&chunk));
+                }
             }
             EngineEvent::Done { usage } => self.finish(Some(usage)),
             EngineEvent::Error(failure) => {
@@ -263,6 +293,10 @@ fn sse_stream(
         envelope: answer.envelope,
         include_usage: answer.include_usage,
         started: vec![false; answer.n],
+        calls: match &answer.tools {
+            Some(tools) => (0..answer.n).map(|_| tools.stream()).collect(),
+            None => Vec::new(),
+        },
         queue: Default::default(),
         done: false,
     };

@@ -2,6 +2,7 @@
 
 mod body;
 mod chat_messages;
+mod conversation;
 mod error;
 mod field_names;
 mod generation;
@@ -17,6 +18,7 @@ mod shutdown;
 mod state;
 mod structured_params;
 mod tokenizer_routes;
+mod tool_calls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,6 +8,7 @@ mod constraint;
 mod tokenizer_env;
 
 pub(crate) use compiler::ConstraintCompiler;
+pub(crate) use constraint::with_bounded_whitespace;
 pub use constraint::OutputConstraint;
 
 /// A constraint with the request field it came from (named in errors).
