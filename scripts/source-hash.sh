@@ -5,5 +5,5 @@
 # scripts/pack-gpu.sh writes it to dist/SOURCE; scripts/gpu-check.sh refuses stale dist/ binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-find Cargo.toml Cargo.lock .cargo src model server loadtest static -type f -print0 \
+find Cargo.toml Cargo.lock .cargo src model builtin train server loadtest static -type f -print0 \
   | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16

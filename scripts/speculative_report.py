@@ -11,18 +11,17 @@ usage: speculative_report.py OUT --command CMD --server CMD --revision REV --loa
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import re
 import statistics
-import subprocess
+
+from bench_report_common import machine, write_section
 
 RUN_NAME = re.compile(r"r(\d+)-(editing|sotu)-c(\d+)-(with|without)\.json$")
 # The targets: with / without drafts, at least this much.
 TARGETS = {("editing", 1): (2.0, ">= 2x"), ("sotu", 1): (0.97, "within 3%"),
            ("editing", 16): (1.0, "no worse"), ("sotu", 16): (1.0, "no worse")}
 WORKLOAD_NAMES = {"editing": "editing", "sotu": "SOTU"}
-BEGIN, END = "<!-- bench-speculative:begin", "<!-- bench-speculative:end -->"
 
 
 def load_runs(out):
@@ -86,16 +85,6 @@ def table(runs):
     return "\n".join(lines) + "\n", notes
 
 
-def machine():
-    try:
-        cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines()
-                      if l.startswith("Model name")), "unknown CPU")
-    except OSError:
-        model = "unknown CPU"
-    return f"{os.cpu_count()} cores ({model})"
-
-
 def report(args):
     runs = load_runs(args.out)
     rounds = len({r for rs in runs.values() for r, _ in rs})
@@ -126,20 +115,6 @@ def report(args):
     return "\n".join(text) + "\n"
 
 
-def write_section(path, section):
-    section = f"{BEGIN} (written by scripts/bench-speculative.sh; rerun it to update) -->\n" \
-              f"{section.rstrip()}\n{END}\n"
-    text = pathlib.Path(path).read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = f"{path}.tmp"
-    pathlib.Path(tmp).write_text(text)
-    os.replace(tmp, path)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
@@ -150,7 +125,7 @@ def main():
     text = report(args)
     print(text, end="")
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, "bench-speculative", "scripts/bench-speculative.sh", text)
 
 
 if __name__ == "__main__":

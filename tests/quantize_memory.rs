@@ -6,11 +6,11 @@ use std::path::Path;
 use std::process::Command;
 
 use candle_core::Device;
-use epas_model::config::LlamaConfig;
+use epas_model::LlamaConfig;
 
 /// A random ~200 MB (f32) model with the built-in model's tokenizer, as an HF folder.
 fn write_model(dir: &Path) -> usize {
-    let (builtin, tokenizer) = epas_model::builtin::load_builtin(&Device::Cpu).unwrap();
+    let (builtin, tokenizer) = epas_builtin::load_builtin(&Device::Cpu).unwrap();
     let config = LlamaConfig {
         vocab_size: builtin.config().vocab_size,
         hidden_size: 1024,
@@ -24,9 +24,9 @@ fn write_model(dir: &Path) -> usize {
         tie_word_embeddings: true,
         rope_scaling: Default::default(),
     };
-    let model = epas_model::init::random_model(config, None, 11).unwrap();
-    epas_model::load::save_safetensors(&model, &tokenizer, dir).unwrap();
-    model.weight_bytes()
+    let model = epas_model::random_model(config, None, 11).unwrap();
+    epas_model::save_safetensors(&model, &tokenizer, dir).unwrap();
+    model.host_weights().unwrap().bytes()
 }
 
 /// Peak resident MB of one `epas eval` over the folder, from its `model loaded` log line.

@@ -2,12 +2,12 @@
 //! steps so that sharing layers can reuse the probabilities of their source layer.
 
 use crate::attention_kernels;
-use crate::kernels::SpinPool;
+use crate::kernels::{DisjointMut, SpinPool};
 use crate::kv_cache::Rows;
 
 /// Heads and widths of the attention computation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttentionShape {
+pub(crate) struct AttentionShape {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
@@ -20,7 +20,7 @@ const QUERY_CHUNK: usize = 32;
 const TASKS_PER_THREAD: usize = 4;
 
 /// Where a sequence's attention probabilities come from.
-pub enum ProbsSource<'a> {
+pub(crate) enum ProbsSource<'a> {
     /// `softmax(Q K^T / sqrt(d))` from `q` (`(t, heads * head_dim)`, post-RoPE) and `keys`
     /// (at least `start + t` rows of `kv_heads * head_dim`).
     Compute { q: &'a [f32], keys: Rows<'a> },
@@ -29,7 +29,7 @@ pub enum ProbsSource<'a> {
 }
 
 /// One sequence's attention in one layer: `t` new queries after `start` cached positions.
-pub struct SequenceAttention<'a> {
+pub(crate) struct SequenceAttention<'a> {
     pub t: usize,
     pub start: usize,
     pub probs: ProbsSource<'a>,
@@ -42,11 +42,6 @@ pub struct SequenceAttention<'a> {
     pub out: &'a mut [f32],
 }
 
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint (head, query row) parts of the buffers.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
 impl AttentionShape {
     fn group(&self) -> usize {
         self.num_heads / self.num_kv_heads
@@ -57,7 +52,7 @@ impl AttentionShape {
     }
 
     /// Number of floats of `P` for `t` queries after `start` cached positions.
-    pub fn probs_len(&self, t: usize, start: usize) -> usize {
+    pub(crate) fn probs_len(&self, t: usize, start: usize) -> usize {
         self.num_heads * t * (start + t)
     }
 
@@ -66,7 +61,7 @@ impl AttentionShape {
     /// to keep the threads busy (each key and value row then comes from memory once and from
     /// cache for the other heads), single heads otherwise. Each output value depends only on
     /// its own sequence.
-    pub fn attend(&self, seqs: &mut [SequenceAttention<'_>]) {
+    pub(crate) fn attend(&self, seqs: &mut [SequenceAttention<'_>]) {
         assert!(
             self.num_kv_heads > 0 && self.num_heads.is_multiple_of(self.num_kv_heads),
             "query heads must be a multiple of K/V heads"
@@ -98,11 +93,12 @@ impl AttentionShape {
                 }
             }
         }
-        let ptrs: Vec<(SendPtr, Option<SendPtr>)> = seqs
+        // Tasks write disjoint (head, query row) parts of the outputs and the kept P.
+        let ptrs: Vec<(DisjointMut<f32>, Option<DisjointMut<f32>>)> = seqs
             .iter_mut()
             .map(|s| {
-                let keep = s.keep_probs.as_mut().map(|p| SendPtr(p.as_mut_ptr()));
-                (SendPtr(s.out.as_mut_ptr()), keep)
+                let keep = s.keep_probs.as_deref_mut().map(DisjointMut::new);
+                (DisjointMut::new(s.out), keep)
             })
             .collect();
         let (seqs, ptrs, tasks) = (&*seqs, &ptrs, &tasks);
@@ -118,7 +114,7 @@ impl AttentionShape {
     fn head_task(
         &self,
         seq: &SequenceAttention<'_>,
-        ptrs: &(SendPtr, Option<SendPtr>),
+        ptrs: &(DisjointMut<f32>, Option<DisjointMut<f32>>),
         h: usize,
         i0: usize,
         i1: usize,
@@ -133,7 +129,7 @@ impl AttentionShape {
                     // SAFETY: rows i0..i1 of head h in P belong to this task only.
                     Some(keep) => unsafe {
                         std::slice::from_raw_parts_mut(
-                            keep.0.add((h * seq.t + i0) * total),
+                            keep.ptr().add((h * seq.t + i0) * total),
                             rows * total,
                         )
                     },
@@ -151,7 +147,7 @@ impl AttentionShape {
             // SAFETY: columns of head h in output row i belong to this task only.
             let out = unsafe {
                 std::slice::from_raw_parts_mut(
-                    ptrs.0 .0.add(i * self.q_dim() + h * self.head_dim),
+                    ptrs.0.ptr().add(i * self.q_dim() + h * self.head_dim),
                     self.head_dim,
                 )
             };

@@ -103,7 +103,14 @@ fn scores_any(q: &[f32], run: KvSlice<'_>, width: usize, off: usize, scale: f32,
 
 /// Scaled dot products of `q` (one head) with values `off..off + q.len()` of the rows of a run
 /// of keys (`width` values per row).
-pub fn scores(q: &[f32], run: KvSlice<'_>, width: usize, off: usize, scale: f32, out: &mut [f32]) {
+pub(crate) fn scores(
+    q: &[f32],
+    run: KvSlice<'_>,
+    width: usize,
+    off: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     macro_rules! fixed {
         ($hd:literal) => {
             match run {
@@ -175,7 +182,14 @@ fn apply_any(p: &[f32], run: KvSlice<'_>, width: usize, off: usize, acc: &mut [f
 /// Adds `p[j] row_j[off..off + hd]` for the `p.len()` rows of a run of values into `acc`
 /// (`2 * hd` floats, zeroed before the first run); `first` is the run's first row index in the
 /// whole sequence. After the last run, [`finish_apply`] gives the output.
-pub fn apply(p: &[f32], first: usize, run: KvSlice<'_>, width: usize, off: usize, acc: &mut [f32]) {
+pub(crate) fn apply(
+    p: &[f32],
+    first: usize,
+    run: KvSlice<'_>,
+    width: usize,
+    off: usize,
+    acc: &mut [f32],
+) {
     macro_rules! fixed {
         ($hd:literal) => {
             match run {
@@ -197,7 +211,7 @@ pub fn apply(p: &[f32], first: usize, run: KvSlice<'_>, width: usize, off: usize
 }
 
 /// `out = even + odd` from the accumulators of [`apply`].
-pub fn finish_apply(acc: &[f32], out: &mut [f32]) {
+pub(crate) fn finish_apply(acc: &[f32], out: &mut [f32]) {
     let (even, odd) = acc.split_at(out.len());
     for ((o, a), b) in out.iter_mut().zip(even).zip(odd) {
         *o = a + b;
@@ -205,7 +219,7 @@ pub fn finish_apply(acc: &[f32], out: &mut [f32]) {
 }
 
 /// Softmax of a row of scores in place, with 16 partial maxima and sums.
-pub fn softmax_in_place(row: &mut [f32]) {
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
     let mut max = [f32::NEG_INFINITY; LANES];
     for chunk in row.chunks(LANES) {
         for (m, &v) in max.iter_mut().zip(chunk) {

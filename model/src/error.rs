@@ -62,6 +62,11 @@ pub enum ModelError {
     AlreadyQuantized { format: String },
     #[error("load-time quantization needs a block format (q8_0, q6_k, ...), not {0}")]
     NotABlockFormat(String),
+    #[error(
+        "the model's weights were moved to a device; this needs them in host memory (use the \
+         model as loaded, before it is placed on the device)"
+    )]
+    WeightsOnDevice,
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -77,7 +77,7 @@ pub fn perplexity(
 }
 
 /// `-log softmax(row)[target]`, computed in f64.
-pub fn negative_log_likelihood(row: &[f32], target: usize) -> f64 {
+pub(crate) fn negative_log_likelihood(row: &[f32], target: usize) -> f64 {
     let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();
     max + sum.ln() - row[target] as f64

@@ -3,20 +3,10 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{ModelError, Result};
+use crate::finish_reason::FinishReason;
 use crate::model::{EpasLlama, Logits, SequenceStep};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::sharing::SharingPlan;
-
-/// Why generation stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// An end-of-sequence token.
-    Stop,
-    /// `max_tokens` reached.
-    Length,
-    /// The model's context is full.
-    Context,
-}
 
 /// Tokens and timings of one generation.
 #[derive(Debug, Clone)]
@@ -57,7 +47,7 @@ pub fn generate(
     let mut finish = FinishReason::Length;
     while tokens.len() < max_tokens {
         if cache.len() + next_input.len() > context {
-            finish = FinishReason::Context;
+            finish = FinishReason::Length;
             break;
         }
         let mut steps = [SequenceStep {
@@ -92,4 +82,46 @@ pub fn generate(
         prompt_time,
         decode_time: started.elapsed().saturating_sub(prompt_time),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LlamaConfig;
+    use crate::init::random_model;
+
+    /// A full context ends generation as `max_tokens` does: "length", the word the API gives.
+    #[test]
+    fn a_full_context_finishes_with_length() {
+        let config = LlamaConfig {
+            vocab_size: 50,
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-5,
+            max_position_embeddings: 16,
+            tie_word_embeddings: true,
+            rope_scaling: Default::default(),
+        };
+        let model = random_model(config, None, 3).unwrap();
+        let prompt: Vec<u32> = (1..=10).collect();
+        let plan = SharingPlan::none(2);
+        let g = generate(
+            &model,
+            &prompt,
+            plan,
+            20,
+            SamplingParams::default(),
+            &[],
+            |_| true,
+        );
+        let g = g.unwrap();
+        // The prompt fills 10 of 16 positions; each new token needs one more, the last one none.
+        assert_eq!(g.tokens.len(), 7);
+        assert_eq!(g.finish, FinishReason::Length);
+        assert_eq!(g.finish.as_str(), "length");
+    }
 }

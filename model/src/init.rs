@@ -7,8 +7,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
 use crate::error::Result;
+use crate::host_weights::{DecoderLayer, HostWeights};
 use crate::linear::{Embedding, Linear};
-use crate::model::{DecoderLayer, EpasLlama};
+use crate::model::EpasLlama;
 
 fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
     // Box-Muller: two uniforms give one standard normal sample.
@@ -66,5 +67,13 @@ pub fn random_model(config: LlamaConfig, epas: Option<EpasMeta>, seed: u64) -> R
         epas,
         weight_format: "f32".into(),
     };
-    EpasLlama::new(info, embed, layers, norm, lm_head)
+    EpasLlama::new(
+        info,
+        HostWeights {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        },
+    )
 }

@@ -154,7 +154,7 @@ impl<'a> KvSlice<'a> {
     }
 
     /// The values as f32 (for tests and slow paths).
-    pub fn to_f32(&self) -> Vec<f32> {
+    pub fn to_f32(self) -> Vec<f32> {
         match self {
             Self::F32(v) => v.to_vec(),
             Self::F16(v) => v.iter().map(|x| x.to_f32()).collect(),

@@ -4,7 +4,8 @@
 
 use crate::config::LlamaConfig;
 use crate::error::Result;
-pub use crate::kv_buffer::{KvBuffer, KvDtype, KvSlice};
+pub use crate::kv_buffer::KvDtype;
+pub(crate) use crate::kv_buffer::{KvBuffer, KvSlice};
 use crate::sharing::SharingPlan;
 
 /// Rows of one layer's K or V: chunks of whole rows, every chunk but the last holding exactly

@@ -124,7 +124,7 @@ fn packed_forward(m: &PackedMatrix, x: &Tensor) -> Result<Tensor> {
 
 /// Projections of the same input: `x` holds `n` rows of `in` floats; each layer is applied to
 /// the first `rows` of them. Packed layers quantize `x` once and run in one parallel region.
-pub fn project(x: &[f32], n: usize, layers: &[(&Linear, usize)]) -> Result<Vec<Vec<f32>>> {
+pub(crate) fn project(x: &[f32], n: usize, layers: &[(&Linear, usize)]) -> Result<Vec<Vec<f32>>> {
     let packed: Option<Vec<&PackedMatrix>> = layers
         .iter()
         .map(|(l, _)| match l {
@@ -269,7 +269,7 @@ fn packed_rows(m: &PackedMatrix, ids: &Tensor) -> Result<Tensor> {
 }
 
 /// Bytes of a dense tensor's elements.
-pub fn tensor_bytes(t: &Tensor) -> usize {
+pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
     t.elem_count() * t.dtype().size_in_bytes()
 }
 

@@ -13,14 +13,14 @@ pub struct RopeTable {
 }
 
 /// The unscaled inverse frequencies `theta^(-2i/head_dim)`, `head_dim / 2` of them.
-pub fn base_inverse_frequencies(head_dim: usize, theta: f32) -> Vec<f32> {
+pub(crate) fn base_inverse_frequencies(head_dim: usize, theta: f32) -> Vec<f32> {
     (0..head_dim / 2)
         .map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32))
         .collect()
 }
 
 /// The inverse frequencies a model of `config` rotates with: the base ones, scaled.
-pub fn inverse_frequencies(config: &LlamaConfig) -> Vec<f32> {
+pub(crate) fn inverse_frequencies(config: &LlamaConfig) -> Vec<f32> {
     let base = base_inverse_frequencies(config.head_dim(), config.rope_theta);
     config.rope_scaling.apply(&base)
 }
@@ -88,7 +88,7 @@ impl RopeTable {
 
 /// Maps GGUF's interleaved Q/K rows back to the HF layout: for each head, HF row
 /// `a * head_dim / 2 + i` is GGUF row `2 * i + a`. Returns, for every HF row, its GGUF row.
-pub fn gguf_to_hf_row_order(num_heads: usize, head_dim: usize) -> Vec<usize> {
+pub(crate) fn gguf_to_hf_row_order(num_heads: usize, head_dim: usize) -> Vec<usize> {
     let half = head_dim / 2;
     let mut order = Vec::with_capacity(num_heads * head_dim);
     for h in 0..num_heads {
@@ -100,6 +100,9 @@ pub fn gguf_to_hf_row_order(num_heads: usize, head_dim: usize) -> Vec<usize> {
     }
     order
 }
+
+#[cfg(test)]
+mod reference_tests;
 
 #[cfg(test)]
 mod tests {

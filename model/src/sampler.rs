@@ -58,6 +58,14 @@ pub struct Sampled {
     pub top_logprobs: Vec<(u32, f32)>,
 }
 
+/// An output constraint as the sampler sees it.
+pub trait TokenFilter {
+    /// Whether `token` may come next.
+    fn allows(&mut self, token: u32) -> Result<bool, String>;
+    /// Every token that may come next: bit `t % 32` of word `t / 32` allows token `t`.
+    fn allowed(&mut self) -> Result<&[u32], String>;
+}
+
 /// A sampler with its own random stream and the token counts its penalties need.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -100,66 +108,68 @@ impl Sampler {
     }
 
     pub fn sample_full(&mut self, raw: &[f32], banned: &[u32]) -> Sampled {
-        self.sample_allowed(raw, banned, None)
-    }
-
-    /// Picks a token among those `allowed` (a bit set: bit `t % 32` of word `t / 32` allows
-    /// token `t`, as an output constraint's mask), never a `banned` one. When nothing is
-    /// allowed, the result is the argmax of the masked logits, which the caller must refuse.
-    pub fn sample_allowed(
-        &mut self,
-        raw: &[f32],
-        banned: &[u32],
-        allowed: Option<&[u32]>,
-    ) -> Sampled {
-        let mut logits = self.adjusted(raw, banned);
-        if let Some(mask) = allowed {
-            for (t, l) in logits.iter_mut().enumerate() {
-                let word = mask.get(t / 32).copied().unwrap_or(0);
-                if word >> (t % 32) & 1 == 0 {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-        }
-        let token = if self.is_greedy() {
-            argmax(&logits)
-        } else {
-            match self.distribution(&logits) {
-                Distribution::Certain(token) => token,
-                Distribution::Weighted(weights) => self.pick(&weights),
-            }
-        };
+        let logits = self.adjusted(raw, banned);
+        let token = self.choose(&logits);
         self.record(raw, token)
     }
 
-    /// Checks a drafted token against the model's logits (speculative decoding) and returns the
-    /// token this position gets, with whether it is the draft. Greedy: the argmax, accepted when
-    /// it equals the draft. Sampled: the draft is kept with its probability `p` under this
-    /// sampler's distribution, otherwise a token is drawn from the distribution without the
-    /// draft, so the result is distributed exactly as [`Self::sample_full`]'s.
-    pub fn verify(&mut self, raw: &[f32], banned: &[u32], draft: u32) -> (Sampled, bool) {
-        let logits = self.adjusted(raw, banned);
-        let token = if self.is_greedy() {
-            argmax(&logits)
-        } else {
-            match self.distribution(&logits) {
-                Distribution::Certain(token) => token,
-                Distribution::Weighted(mut weights) => {
-                    let total: f32 = weights.iter().map(|w| w.1).sum();
-                    let p = weights
-                        .iter()
-                        .find(|w| w.0 == draft)
-                        .map_or(0.0, |w| w.1 / total);
-                    if self.rng.random::<f32>() < p {
-                        draft
-                    } else {
-                        weights.retain(|w| w.0 != draft);
-                        self.pick(&weights)
-                    }
-                }
+    /// Picks a token that `filter` (an output constraint) allows, never a `banned` one, from
+    /// the sampler's distribution restricted to the allowed tokens. Where restricting after
+    /// drawing gives that same distribution (see [`Self::checks_after_drawing`]), the token is
+    /// drawn from the whole distribution first and kept when the filter allows it, so the
+    /// filter's full mask is built only for the tokens it refuses. Errs when no allowed token
+    /// may be picked.
+    pub fn sample_filtered(
+        &mut self,
+        raw: &[f32],
+        banned: &[u32],
+        filter: &mut dyn TokenFilter,
+    ) -> Result<Sampled, String> {
+        let mut logits = self.adjusted(raw, banned);
+        if self.checks_after_drawing() {
+            let token = self.choose(&logits);
+            if logits[token as usize] > f32::NEG_INFINITY && filter.allows(token)? {
+                return Ok(self.record(raw, token));
             }
-        };
-        (self.record(raw, token), token == draft)
+        }
+        let mask = filter.allowed()?;
+        let mut any = false;
+        for (t, l) in logits.iter_mut().enumerate() {
+            let word = mask.get(t / 32).copied().unwrap_or(0);
+            if word >> (t % 32) & 1 == 0 {
+                *l = f32::NEG_INFINITY;
+            }
+            any |= *l > f32::NEG_INFINITY;
+        }
+        if !any {
+            return Err(
+                "the output constraint allows only tokens this request may not pick \
+                        (banned, or EOS before min_tokens)"
+                    .into(),
+            );
+        }
+        let token = self.choose(&logits);
+        Ok(self.record(raw, token))
+    }
+
+    /// Whether drawing from the whole distribution and keeping the draw only when a constraint
+    /// allows it (drawing within the allowed tokens otherwise) gives exactly the distribution
+    /// restricted to the allowed tokens: for greedy picks and plain temperature, but not when
+    /// top-k, top-p or min-p truncate the distribution (they would truncate a different set).
+    pub fn checks_after_drawing(&self) -> bool {
+        self.is_greedy()
+            || (self.params.top_k == 0 && self.params.top_p >= 1.0 && self.params.min_p <= 0.0)
+    }
+
+    fn choose(&mut self, logits: &[f32]) -> u32 {
+        if self.is_greedy() {
+            argmax(logits)
+        } else {
+            match self.distribution(logits) {
+                Distribution::Certain(token) => token,
+                Distribution::Weighted(weights) => self.pick(&weights),
+            }
+        }
     }
 
     /// `raw` after penalties, logit bias and bans.
@@ -517,83 +527,26 @@ mod tests {
         );
     }
 
-    /// Chi-square statistic of `counts` against `probs` (expected counts `probs * total`).
-    fn chi_square(counts: &[u64], probs: &[f64]) -> f64 {
-        let total: u64 = counts.iter().sum();
-        counts
-            .iter()
-            .zip(probs)
-            .map(|(&c, &p)| {
-                let e = p * total as f64;
-                (c as f64 - e).powi(2) / e
-            })
-            .sum()
+    /// A filter over a fixed set, counting how often its whole mask was asked for.
+    struct SetFilter {
+        mask: Vec<u32>,
+        masks_built: usize,
     }
 
-    #[test]
-    fn verifying_a_draft_keeps_the_sampling_distribution() {
-        let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
-        let z: f64 = logits.iter().map(|&l| (l as f64 / 0.8).exp()).sum();
-        let softmax: Vec<f64> = logits.iter().map(|&l| (l as f64 / 0.8).exp() / z).collect();
-        // Drafts that are likely, unlikely and the most likely token.
-        for draft in [4u32, 3, 1] {
-            let mut counts = [0u64; 5];
-            let mut accepted = 0;
-            for seed in 0..40_000 {
-                let mut s = Sampler::new(SamplingParams {
-                    temperature: 0.8,
-                    seed,
-                    ..Default::default()
-                });
-                let (out, kept) = s.verify(&logits, &[], draft);
-                counts[out.token as usize] += 1;
-                accepted += kept as u64;
-                assert_eq!(kept, out.token == draft);
-            }
-            // 4 degrees of freedom: 18.47 is the 0.001 critical value.
-            let chi = chi_square(&counts, &softmax);
-            assert!(chi < 18.47, "draft {draft}: {counts:?} chi-square {chi}");
-            let rate = accepted as f64 / 40_000.0;
-            assert!(
-                (rate - softmax[draft as usize]).abs() < 0.01,
-                "draft {draft}: {rate}"
-            );
+    impl TokenFilter for SetFilter {
+        fn allows(&mut self, token: u32) -> Result<bool, String> {
+            Ok(self.mask[token as usize / 32] >> (token % 32) & 1 == 1)
+        }
+        fn allowed(&mut self) -> Result<&[u32], String> {
+            self.masks_built += 1;
+            Ok(&self.mask)
         }
     }
 
-    #[test]
-    fn a_draft_outside_top_k_is_never_kept_and_greedy_keeps_only_the_argmax() {
-        let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
-        let params = SamplingParams {
-            temperature: 1.0,
-            top_k: 2,
-            ..Default::default()
-        };
-        let mut counts = [0u64; 5];
-        for seed in 0..20_000 {
-            let mut s = Sampler::new(SamplingParams {
-                seed,
-                ..params.clone()
-            });
-            let (out, kept) = s.verify(&logits, &[], 3);
-            assert!(!kept);
-            counts[out.token as usize] += 1;
-        }
-        assert_eq!((counts[1], counts[2], counts[3]), (0, 0, 0));
-        let p4 = 1.0 / (1.0 + (-1f64).exp());
-        let chi = chi_square(&[counts[4], counts[0]], &[p4, 1.0 - p4]);
-        assert!(chi < 10.83, "{counts:?}");
-        let mut greedy = Sampler::new(SamplingParams::default());
-        assert_eq!(greedy.verify(&logits, &[], 4), (greedy_pick(4), true));
-        assert!(!greedy.verify(&logits, &[], 0).1);
-        assert_eq!(greedy.verify(&logits, &[4], 0).0.token, 0, "bans apply");
-    }
-
-    fn greedy_pick(token: u32) -> Sampled {
-        Sampled {
-            token,
-            logprob: None,
-            top_logprobs: Vec::new(),
+    fn set(bits: u32) -> SetFilter {
+        SetFilter {
+            mask: vec![bits],
+            masks_built: 0,
         }
     }
 
@@ -601,18 +554,77 @@ mod tests {
     fn only_allowed_tokens_are_picked() {
         let logits = [1.0f32, 5.0, 3.0, 4.0, 2.0];
         // Tokens 2 and 4 allowed.
-        let mask = [0b10100u32];
         let mut greedy = Sampler::new(SamplingParams::default());
-        assert_eq!(greedy.sample_allowed(&logits, &[], Some(&mask)).token, 2);
-        assert_eq!(greedy.sample_allowed(&logits, &[2], Some(&mask)).token, 4);
-        for seed in 0..200 {
+        let mut f = set(0b10100);
+        assert_eq!(
+            greedy.sample_filtered(&logits, &[], &mut f).unwrap().token,
+            2
+        );
+        assert_eq!(
+            greedy.sample_filtered(&logits, &[2], &mut f).unwrap().token,
+            4
+        );
+        assert!(greedy.sample_filtered(&logits, &[2, 4], &mut f).is_err());
+        // The argmax allowed: no mask built.
+        let mut f = set(0b00010);
+        assert_eq!(
+            greedy.sample_filtered(&logits, &[], &mut f).unwrap().token,
+            1
+        );
+        assert_eq!(f.masks_built, 0);
+        for top_k in [0, 4] {
+            for seed in 0..200 {
+                let mut s = Sampler::new(SamplingParams {
+                    temperature: 1.5,
+                    top_k,
+                    seed,
+                    ..Default::default()
+                });
+                let t = s
+                    .sample_filtered(&logits, &[], &mut set(0b10100))
+                    .unwrap()
+                    .token;
+                assert!(t == 2 || t == 4, "{t}");
+            }
+        }
+    }
+
+    /// Drawing first and checking after gives the distribution restricted to the allowed
+    /// tokens: chi-square against p(t) / p(allowed) over many seeds.
+    #[test]
+    fn checking_after_drawing_keeps_the_restricted_distribution() {
+        let logits = [0.5f32, 2.0, 1.0, 1.5, 0.0, 1.2];
+        let allowed = [0usize, 2, 3, 5];
+        let bits = allowed.iter().fold(0u32, |b, &t| b | 1 << t);
+        let temperature = 0.8f32;
+        let p: Vec<f64> = logits
+            .iter()
+            .map(|&l| ((l / temperature) as f64).exp())
+            .collect();
+        let total: f64 = allowed.iter().map(|&t| p[t]).sum();
+        let draws = 20_000;
+        let mut counts = [0usize; 6];
+        let mut masks_built = 0;
+        for seed in 0..draws {
             let mut s = Sampler::new(SamplingParams {
-                temperature: 1.5,
-                seed,
+                temperature,
+                seed: seed as u64,
                 ..Default::default()
             });
-            let t = s.sample_allowed(&logits, &[], Some(&mask)).token;
-            assert!(t == 2 || t == 4, "{t}");
+            let mut f = set(bits);
+            counts[s.sample_filtered(&logits, &[], &mut f).unwrap().token as usize] += 1;
+            masks_built += f.masks_built;
         }
+        let chi2: f64 = allowed
+            .iter()
+            .map(|&t| {
+                let expected = draws as f64 * p[t] / total;
+                (counts[t] as f64 - expected).powi(2) / expected
+            })
+            .sum();
+        // 3 degrees of freedom: p = 0.001 at 16.27.
+        assert!(chi2 < 16.27, "chi2 {chi2}, counts {counts:?}");
+        assert_eq!(counts[1] + counts[4], 0);
+        assert!(masks_built > 0 && masks_built < draws, "{masks_built}");
     }
 }

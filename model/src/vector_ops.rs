@@ -1,7 +1,7 @@
 //! Row-wise f32 operations of the forward pass on plain slices (no tensor allocation per op).
 
 /// RMS norm of each `weight.len()`-wide row of `x`: `x / sqrt(mean(x^2) + eps) * weight`.
-pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+pub(crate) fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let width = weight.len();
     let mut out = vec![0f32; x.len()];
     for (row, dst) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
@@ -20,14 +20,14 @@ pub fn inv_rms(row: &[f32], eps: f32) -> f32 {
 }
 
 /// `gate = silu(gate) * up`, element-wise.
-pub fn silu_mul_in_place(gate: &mut [f32], up: &[f32]) {
+pub(crate) fn silu_mul_in_place(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + exp_approx(-*g)) * u;
     }
 }
 
 /// `x += y`, element-wise.
-pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
@@ -36,7 +36,7 @@ pub fn add_in_place(x: &mut [f32], y: &[f32]) {
 /// `e^x` to about 2 ulp without a library call, so softmax loops vectorize: `2^k e^r` with
 /// `r = x - k ln 2`, `|r| <= ln 2 / 2`, and Cephes' degree-6 polynomial for `e^r`.
 #[inline(always)]
-pub fn exp_approx(x: f32) -> f32 {
+pub(crate) fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

@@ -8,8 +8,8 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use common::*;
-use epas_model::init::random_model;
-use epas_model::load::save_safetensors;
+use epas_model::random_model;
+use epas_model::save_safetensors;
 use epas_model::{
     load_model, KvCache, LlamaConfig, Logits, ModelError, SequenceCache, SequenceStep, SharingPlan,
 };
@@ -241,8 +241,8 @@ fn bad_ratios_prompts_and_tokens_are_typed_errors() {
         model.forward_sequence(&[], plan),
         Err(ModelError::EmptyPrompt)
     ));
-    let params = epas_model::sampler::SamplingParams::default();
-    let r = epas_model::generate::generate(model, &[], plan, 4, params, &[], |_| true);
+    let params = epas_model::SamplingParams::default();
+    let r = epas_model::generate(model, &[], plan, 4, params, &[], |_| true);
     assert!(matches!(r, Err(ModelError::EmptyPrompt)));
     assert!(matches!(
         model.forward_sequence(&[1, 49152], plan),

@@ -9,35 +9,12 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
+use common::scaled::*;
 use common::*;
-use epas_model::init::random_model;
-use epas_model::load::{export_gguf, save_safetensors, GgufQuant};
-use epas_model::rope_scaling::{Llama3Scaling, RopeScaling};
-use epas_model::{load_model, DeviceWeights, EpasLlama, LlamaConfig, ModelError, SharingPlan};
-
-/// head_dim 16 (8 frequencies) at theta 10000: wavelengths 6.3, 20, 63, 199, 628, 1987, 6283 and
-/// 19869. Llama-3 scaling with an original context of 2048 keeps the first four, divides the
-/// last two by the factor and smooths 628 and 1987.
-fn config(rope_scaling: RopeScaling) -> LlamaConfig {
-    LlamaConfig {
-        vocab_size: 49152,
-        hidden_size: 64,
-        intermediate_size: 96,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        rope_theta: 10000.0,
-        rms_norm_eps: 1e-5,
-        max_position_embeddings: 256,
-        tie_word_embeddings: true,
-        rope_scaling,
-    }
-}
-
-const FACTOR: f64 = 8.0;
-const LOW_FREQ_FACTOR: f64 = 1.0;
-const HIGH_FREQ_FACTOR: f64 = 4.0;
-const ORIGINAL_CONTEXT: f64 = 2048.0;
+use epas_model::GgufQuant;
+use epas_model::RopeScaling;
+use epas_model::{export_gguf, save_safetensors};
+use epas_model::{load_model, DeviceWeights, EpasLlama, ModelError};
 
 /// llama.cpp's `rope_freqs` for the Llama-3 parameters above (one divisor per frequency).
 fn llama3_rope_freqs(head_dim: usize, theta: f64) -> Vec<f32> {
@@ -61,24 +38,6 @@ fn llama3_rope_freqs(head_dim: usize, theta: f64) -> Vec<f32> {
             factor as f32
         })
         .collect()
-}
-
-/// A random model whose Q rows are scaled up, so attention is sharp and positions show in the
-/// logits.
-fn sharp_model(seed: u64, rope_scaling: RopeScaling) -> EpasLlama {
-    let mut m = random_model(config(rope_scaling), None, seed).unwrap();
-    for l in &mut m.layers {
-        l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 30.0).unwrap())
-            .unwrap();
-    }
-    m
-}
-
-fn logits(model: &EpasLlama) -> Vec<f32> {
-    let ids: Vec<u32> = (0..200u32).map(|i| (i * 7919) % 49152).collect();
-    let plan = SharingPlan::none(model.config().num_layers);
-    let out = model.forward_sequence(&ids, plan).unwrap();
-    out.flatten_all().unwrap().to_vec1().unwrap()
 }
 
 /// `src` rewritten with `metadata` added (replacing keys of the same name) and `tensors` added.
@@ -164,15 +123,6 @@ fn hf_folder_with(model: &EpasLlama, dir: &Path, name: &str, value: serde_json::
     config["rope_scaling"] = value;
     std::fs::write(&path, config.to_string()).unwrap();
     out
-}
-
-fn llama3() -> RopeScaling {
-    RopeScaling::Llama3(Llama3Scaling {
-        factor: FACTOR,
-        low_freq_factor: LOW_FREQ_FACTOR,
-        high_freq_factor: HIGH_FREQ_FACTOR,
-        original_max_position_embeddings: ORIGINAL_CONTEXT as usize,
-    })
 }
 
 /// The logits of `loaded` equal those of `direct` (the same weights, built with the scaling),
@@ -333,13 +283,6 @@ fn export_and_save_round_trips_keep_the_scaling() {
     }
 }
 
-/// Per-frequency divisors of no Llama-3 form (not monotonic).
-fn odd_table() -> RopeScaling {
-    RopeScaling::Frequencies {
-        factors: vec![1.0, 1.5, 1.0, 3.0, 2.0, 1.0, 6.0, 1.25],
-    }
-}
-
 /// A `rope_freqs` table of no Llama-3 form survives `epas export`, and the HF writer (which has
 /// no way to say it) refuses it by name.
 #[test]
@@ -361,29 +304,6 @@ fn other_frequency_tables_round_trip_through_gguf_and_are_refused_by_the_hf_writ
         "{err}"
     );
     assert!(!dir.path().join("hf").exists());
-}
-
-/// The trainer's forward rotates with the scaled table too: it equals the serving forward of a
-/// scaled model.
-#[test]
-fn the_training_forward_uses_the_scaled_frequencies() {
-    use epas_model::train::forward::{forward, ForwardContext};
-    use epas_model::train::{TrainDevice, TrainParams};
-    let model = sharp_model(40, llama3());
-    let params = TrainParams::from_model(&model).unwrap();
-    let ids: Vec<u32> = (0..200u32).map(|i| (i * 7919) % 49152).collect();
-    let ctx = ForwardContext::new(&params, ids.len(), &TrainDevice::host()).unwrap();
-    let input = Tensor::new(ids.as_slice(), &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let sources: Vec<usize> = (0..model.config().num_layers).collect();
-    let trained = forward(&params, &ctx, &input, &sources).unwrap();
-    let trained: Vec<f32> = trained.flatten_all().unwrap().to_vec1().unwrap();
-    let d = max_abs_diff(&trained, &logits(&model));
-    assert!(d < 1e-3, "training and serving forwards differ by {d}");
-    let unscaled = logits(&sharp_model(40, RopeScaling::None));
-    assert!(max_abs_diff(&trained, &unscaled) > 1e-2);
 }
 
 #[test]
@@ -420,29 +340,4 @@ fn the_device_forward_uses_the_scaled_frequencies() {
     let device = on_device(host.clone());
     let unscaled = on_device(sharp_model(60, RopeScaling::None));
     assert_scaled_like(&device, &host, &unscaled);
-}
-
-/// `epas train --init` saves HF folders: a scaling they cannot describe is refused before any
-/// step runs.
-#[test]
-fn training_from_a_table_the_hf_writer_cannot_describe_is_refused_up_front() {
-    use epas_model::train::{train, TrainOptions};
-    let dir = tempfile::tempdir().unwrap();
-    let (_, tok) = smollm2();
-    let init = dir.path().join("init.gguf");
-    export_gguf(&sharp_model(70, odd_table()), tok, GgufQuant::F32, &init).unwrap();
-    let corpus = dir.path().join("corpus.txt");
-    std::fs::write(&corpus, "The state of our union is strong. ".repeat(200)).unwrap();
-    let mut o = TrainOptions::new(vec![corpus], dir.path().join("out"), 2);
-    o.init = Some(init);
-    let mut steps = 0;
-    let err = train(o, false, false, &mut |_| steps += 1)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("cannot be written to an HF config.json"),
-        "{err}"
-    );
-    assert_eq!(steps, 0);
 }

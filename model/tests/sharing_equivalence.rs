@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{Device, Tensor, D};
 use common::max_abs_diff;
-use epas_model::init::random_model;
+use epas_model::random_model;
 use epas_model::{
     EpasLlama, KvCache, LlamaConfig, Logits, SequenceCache, SequenceStep, SharedAttention,
     SharingPlan,
@@ -30,10 +30,9 @@ fn tiny_config() -> LlamaConfig {
 /// Weights large enough that attention is far from uniform, so sharing changes the output.
 fn tiny_model() -> EpasLlama {
     let mut m = random_model(tiny_config(), None, 11).unwrap();
-    for l in &mut m.layers {
+    for l in &mut m.host_weights_mut().unwrap().layers {
         for w in [&mut l.wq, &mut l.wk] {
-            *w = epas_model::linear::Linear::dense((w.dequantized().unwrap() * 25.0).unwrap())
-                .unwrap();
+            *w = epas_model::Linear::dense((w.dequantized().unwrap() * 25.0).unwrap()).unwrap();
         }
     }
     m
@@ -101,9 +100,10 @@ fn naive_reference(m: &EpasLlama, ids: &[u32], plan: SharingPlan) -> Tensor {
     }
     let mask = Tensor::from_vec(mask, (1, t, t), &dev).unwrap();
     let ids_t = Tensor::new(ids, &dev).unwrap();
-    let mut x = m.embed.lookup(&ids_t).unwrap();
+    let w = m.host_weights().unwrap();
+    let mut x = w.embed.lookup(&ids_t).unwrap();
     let mut shared: Option<(Tensor, Tensor)> = None;
-    for (l, layer) in m.layers.iter().enumerate() {
+    for (l, layer) in w.layers.iter().enumerate() {
         let hn = rms(&x, &layer.attn_norm);
         let (q, k) = if plan.computes(l) {
             let q = rope(&heads(layer.wq.forward(&hn).unwrap(), h));
@@ -133,7 +133,7 @@ fn naive_reference(m: &EpasLlama, ids: &[u32], plan: SharingPlan) -> Tensor {
         let u = layer.up.forward(&hn).unwrap();
         x = (x + layer.down.forward(&(g * u).unwrap()).unwrap()).unwrap();
     }
-    m.lm_head.forward(&rms(&x, &m.norm)).unwrap()
+    w.lm_head.forward(&rms(&x, &w.norm)).unwrap()
 }
 
 fn flat(t: &Tensor) -> Vec<f32> {
@@ -235,7 +235,7 @@ fn mixed_ratio_batch_equals_rows_alone() {
         let out = m.forward(&mut steps).unwrap();
         for (i, o) in out.into_iter().enumerate() {
             let row = flat(&o.unwrap());
-            inputs[i] = vec![epas_model::sampler::argmax(&row)];
+            inputs[i] = vec![epas_model::argmax(&row)];
             batch_logits[i].push(row);
         }
     }
@@ -251,7 +251,7 @@ fn mixed_ratio_batch_equals_rows_alone() {
             let row = flat(&m.forward(&mut steps).unwrap().pop().unwrap().unwrap());
             let diff = max_abs_diff(&row, expected);
             assert!(diff < 1e-4, "row {i} (k={}) step {s}: {diff}", ks[i]);
-            input = vec![epas_model::sampler::argmax(&row)];
+            input = vec![epas_model::argmax(&row)];
         }
     }
 }
@@ -274,11 +274,11 @@ fn sharing_layers_keep_no_keys_in_the_cache() {
     }
     assert_eq!(
         a.bytes(),
-        12 * epas_model::kv_cache::kv_bytes_per_token(m.config(), &full, epas_model::KvDtype::F32)
+        12 * epas_model::kv_bytes_per_token(m.config(), &full, epas_model::KvDtype::F32)
     );
     assert_eq!(
         b.bytes(),
-        12 * epas_model::kv_cache::kv_bytes_per_token(m.config(), &half, epas_model::KvDtype::F32)
+        12 * epas_model::kv_bytes_per_token(m.config(), &half, epas_model::KvDtype::F32)
     );
     assert_eq!(b.bytes() * 4, a.bytes() * 3);
     assert!(b.keys(4).is_none() && b.keys(3).is_some());

@@ -7,8 +7,8 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use common::*;
-use epas_model::sampler::{argmax, SamplingParams};
 use epas_model::SharingPlan;
+use epas_model::{argmax, SamplingParams};
 
 /// SmolLM2 rewritten as an in-memory GGUF whose tensors are all dequantized to f32.
 fn dense_gguf() -> &'static [u8] {
@@ -133,7 +133,8 @@ fn assert_near_candle_quantized(
 /// the activation-rounding drift of the test above.
 #[test]
 fn rewritten_formats_equal_candle_quantized_llama_on_the_same_file() {
-    use epas_model::load::{export_gguf, GgufQuant, QuantScheme};
+    use epas_model::export_gguf;
+    use epas_model::{GgufQuant, QuantScheme};
     let (model, tok) = smollm2();
     let dir = tempfile::tempdir().unwrap();
     for (quant, weights) in [
@@ -150,16 +151,16 @@ fn rewritten_formats_equal_candle_quantized_llama_on_the_same_file() {
         export_gguf(model, tok, QuantScheme { quant, pure: true }, &path).unwrap();
         let (ours, _) = epas_model::load_model(&path, &Device::Cpu).unwrap();
         assert_eq!(ours.info.weight_format, weights);
-        let down = ours.layers[0].down.format();
+        let down = &ours.host_weights().unwrap().layers[0].down;
         let down_format = match quant {
             GgufQuant::Q4K => "q4k",
             GgufQuant::Q5K => "q5k",
             GgufQuant::Q6K => "q6k",
             _ => weights,
         };
-        assert_eq!(down, down_format);
+        assert_eq!(down.format(), down_format);
         assert!(
-            matches!(ours.layers[0].down, epas_model::linear::Linear::Packed(_)),
+            matches!(down, epas_model::Linear::Packed(_)),
             "{quant:?}: ffn_down is not on the packed kernels"
         );
         let mut file = std::fs::File::open(&path).unwrap();
@@ -215,7 +216,7 @@ fn candle_last_logits_at(reference: &mut ModelWeights, ids: &[u32], pos: usize) 
 
 fn greedy_ours(model: &epas_model::EpasLlama, prompt: &[u32], n: usize) -> Vec<u32> {
     let params = SamplingParams::default();
-    epas_model::generate::generate(model, prompt, SharingPlan::none(30), n, params, &[], |_| {
+    epas_model::generate(model, prompt, SharingPlan::none(30), n, params, &[], |_| {
         true
     })
     .unwrap()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
-use epas_model::init::random_model;
+use epas_model::random_model;
 use epas_model::{EpasLlama, LlamaConfig, SharingPlan, TextTokenizer};
 use epas_server::engine::{
     EngineConfig, EngineEvent, EngineHandle, Failure, FinishReason, GenerationParams,
@@ -39,9 +39,8 @@ pub fn tiny() -> (Arc<EpasLlama>, Arc<TextTokenizer>) {
         rope_scaling: Default::default(),
     };
     let mut m = random_model(config, None, 99).unwrap();
-    for l in &mut m.layers {
-        l.wq = epas_model::linear::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap())
-            .unwrap();
+    for l in &mut m.host_weights_mut().unwrap().layers {
+        l.wq = epas_model::Linear::dense((l.wq.dequantized().unwrap() * 20.0).unwrap()).unwrap();
     }
     (Arc::new(m), smollm2().1.clone())
 }
@@ -94,6 +93,8 @@ pub struct Outcome {
     pub tokens: Vec<Vec<u32>>,
     pub text: Vec<String>,
     pub finish: Vec<Option<FinishReason>>,
+    /// The stop string that ended each choice, if one did.
+    pub stop_sequence: Vec<Option<String>>,
     pub usage: Option<Usage>,
     pub error: Option<String>,
 }
@@ -103,6 +104,7 @@ pub fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>, n: usi
         tokens: vec![Vec::new(); n],
         text: vec![String::new(); n],
         finish: vec![None; n],
+        stop_sequence: vec![None; n],
         ..Default::default()
     };
     while let Some(ev) = rx.blocking_recv() {
@@ -117,9 +119,11 @@ pub fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>, n: usi
                 index,
                 reason,
                 text,
+                stop_sequence,
             } => {
                 o.text[index].push_str(&text);
                 o.finish[index] = Some(reason);
+                o.stop_sequence[index] = stop_sequence;
             }
             EngineEvent::Done { usage } => {
                 o.usage = Some(usage);

@@ -232,16 +232,18 @@ fn stop_strings_stop_tokens_min_tokens_and_n() {
         .unwrap();
     // llama.cpp's greedy continuation: ", and the President.\n\nThe President's office is at..."
     let mut req = request(text_prompt.clone(), 30, 0.0, 30);
-    req.params.stop = vec!["President.".into()];
+    req.params.stop = vec!["office".into(), "President.".into()];
     let out = alone(&model, req);
     assert_eq!(out.text[0], ", and the ");
     assert_eq!(out.finish[0], Some(FinishReason::Stop));
+    assert_eq!(out.stop_sequence[0].as_deref(), Some("President."));
 
     let mut req = request(text_prompt.clone(), 30, 0.0, 30);
     req.params.stop_token_ids = vec![30]; // "."
     let out = alone(&model, req);
     assert_eq!(out.text[0], ", and the President");
     assert_eq!(out.finish[0], Some(FinishReason::Stop));
+    assert_eq!(out.stop_sequence[0], None);
 
     let mut req = request(text_prompt.clone(), 30, 0.0, 5);
     req.params.n = 3;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use epas_model::paged::BlockPool;
+use epas_model::BlockPool;
 use epas_model::{EpasLlama, KvDtype, ModelError, SequenceStep, TextTokenizer};
 use epas_server::engine::{EngineConfig, EngineHandle, KvCacheSize, NoObserver, StepModel};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use epas_model::kv_cache::kv_bytes_per_token;
+use epas_model::kv_bytes_per_token;
 use epas_server::engine::{
     EngineConfig, EngineEvent, EngineHandle, GenerationParams, GenerationRequest, KvCacheSize,
     NoObserver,

@@ -2,8 +2,8 @@
 //! the FLOP saving the model shape predicts.
 
 use clap::Args;
-use epas_model::train::bench::bench_training;
 use epas_model::LlamaConfig;
+use epas_train::bench::bench_training;
 
 #[derive(Debug, Args)]
 pub struct BenchTrainArgs {

@@ -6,9 +6,9 @@
 use anyhow::Context;
 use candle_core::{DType, Tensor};
 use clap::Args;
-use epas_model::paged::PagedSequence;
-use epas_model::sampler::argmax;
-use epas_model::{DeviceWeights, EpasLlama, Logits, SequenceStep, SharingPlan};
+use epas_model::argmax;
+use epas_model::PagedSequence;
+use epas_model::{Backend, DeviceWeights, EpasLlama, Logits, SequenceStep, SharingPlan};
 use serde::Serialize;
 
 use super::ModelArgs;
@@ -67,7 +67,8 @@ pub fn run(args: CheckDeviceArgs) -> anyhow::Result<()> {
     let (host, tokenizer) = args.model.load_host()?;
     let dtype = args.model.device.device_dtype.0;
     // Dense device weights are the dequantized blocks: compare with the host kernels on those.
-    // Kept blocks: with the host's quantized kernels on the same blocks.
+    // Kept blocks: with the host's quantized kernels on the same blocks. The reference is a
+    // copy: the device model consumes the weights it is made from.
     let quantized = args.model.device.device_weights == DeviceWeights::Quantized;
     let mut reference = host.clone();
     if !quantized {
@@ -218,7 +219,7 @@ fn decode_together(
     steps: usize,
     forced: Option<&[u32]>,
 ) -> anyhow::Result<Decoded> {
-    if model.tensor_dtype().is_none() {
+    if !matches!(model.backend(), Backend::Device(_)) {
         anyhow::bail!("the batch check runs on the tensor forward");
     }
     let needs: Vec<(SharingPlan, usize)> = sequences

@@ -10,8 +10,10 @@ use std::str::FromStr;
 use anyhow::Context;
 use candle_core::{DType, Device};
 use clap::Args;
-use epas_model::train::TrainDevice;
 use epas_model::{DeviceWeights, EpasLlama};
+use epas_train::TrainDevice;
+
+use super::memory::{peak_rss_mb, release_freed_memory, rss_mb};
 
 /// The device named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,16 +124,22 @@ impl DeviceArgs {
         }
     }
 
-    /// `model` running the tensor forward on `device` (also on the CPU, for checks).
+    /// `model` running the tensor forward on `device` (also on the CPU, for checks); its host
+    /// weights are consumed as they are copied.
     pub fn on(&self, model: EpasLlama, device: &Device) -> anyhow::Result<EpasLlama> {
         let started = std::time::Instant::now();
         let model = model
             .on_device(device, self.device_dtype.0, self.device_weights)
             .with_context(|| format!("copying the weights to {}", self.device))?;
+        // The host weights were freed as they were copied; main.rs keeps freed memory in the
+        // heap, which would hold them as resident memory for the life of the process.
+        release_freed_memory();
         tracing::info!(
             device = %self.device,
             dtype = %self.device_dtype,
             weights = %self.device_weights,
+            rss_mb = rss_mb().unwrap_or(0.0).round(),
+            peak_rss_mb = peak_rss_mb().unwrap_or(0.0).round(),
             seconds = started.elapsed().as_secs_f32(),
             "weights on the device"
         );

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use epas_model::eval::{perplexity, EvalRow};
 use epas_model::SharedAttention;
+use epas_model::{perplexity, EvalRow};
 
 use super::ModelArgs;
 

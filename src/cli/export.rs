@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use epas_model::builtin::BUILTIN_NAME;
-use epas_model::load::{export_gguf, GgufQuant, QuantScheme};
+use epas_builtin::BUILTIN_NAME;
+use epas_model::export_gguf;
+use epas_model::{GgufQuant, QuantScheme};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -35,7 +36,7 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let device = candle_core::Device::Cpu;
     let (model, tokenizer) = if args.model.as_path() == std::path::Path::new(BUILTIN_NAME) {
-        epas_model::builtin::load_builtin(&device).context("loading the built-in model")?
+        epas_builtin::load_builtin(&device).context("loading the built-in model")?
     } else {
         epas_model::load_model(&args.model, &device)
             .with_context(|| format!("loading {}", args.model.display()))?

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Args;
-use epas_model::generate::generate;
-use epas_model::sampler::SamplingParams;
+use epas_model::generate;
+use epas_model::SamplingParams;
 use epas_model::{ChatMessage, IncrementalDecoder};
 
 use super::ModelArgs;

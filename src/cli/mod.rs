@@ -8,6 +8,7 @@ mod device;
 mod eval;
 mod export;
 mod generate;
+mod memory;
 mod model_args;
 mod serve;
 mod speculative_args;

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use epas_model::builtin::BUILTIN_NAME;
-use epas_model::load::GgufQuant;
+use epas_builtin::BUILTIN_NAME;
+use epas_model::GgufQuant;
 use epas_model::{EpasLlama, KvDtype, TextTokenizer};
 
 use super::device::DeviceArgs;
+use super::memory::peak_rss_mb;
 
 /// The model fetched by `scripts/fetch-models.sh`.
 pub const SMOLLM2_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -64,7 +65,7 @@ impl ModelArgs {
         };
         let mut loaded = if self.model.as_path() == std::path::Path::new(BUILTIN_NAME) {
             let mut builtin =
-                epas_model::builtin::load_builtin(&device).context("loading the built-in model")?;
+                epas_builtin::load_builtin(&device).context("loading the built-in model")?;
             if let Some(quant) = self.quantize {
                 // Refused: the built-in weights are Q8_0 already.
                 builtin
@@ -76,13 +77,13 @@ impl ModelArgs {
         } else {
             // Float matrices are quantized one by one as they are read: the checkpoint is never
             // held whole in f32.
-            let options = epas_model::load::LoadOptions {
+            let options = epas_model::LoadOptions {
                 rewrite_formats: rewrite,
                 quantize: self.quantize.map(Into::into),
             };
-            epas_model::load::load_model_with(&self.model, &device, &options).with_context(
-                || format!("loading {}{}", self.model.display(), quantize_context()),
-            )?
+            epas_model::load_model_with(&self.model, &device, &options).with_context(|| {
+                format!("loading {}{}", self.model.display(), quantize_context())
+            })?
         };
         loaded.0.set_kv_dtype(self.kv_cache_dtype);
         let c = loaded.0.config();
@@ -91,7 +92,7 @@ impl ModelArgs {
             layers = c.num_layers,
             hidden = c.hidden_size,
             weights = %loaded.0.info.weight_format,
-            weight_mb = (loaded.0.weight_bytes() as f64 / 1e6).round(),
+            weight_mb = (loaded.0.host_weights()?.bytes() as f64 / 1e6).round(),
             quantized_at_load = self.quantize.map_or("no", |q| q.name()),
             peak_rss_mb = peak_rss_mb().unwrap_or(0.0).round(),
             epas = loaded.0.info.epas.is_some(),
@@ -100,12 +101,4 @@ impl ModelArgs {
         );
         Ok(loaded)
     }
-}
-
-/// The process's peak resident memory so far (Linux `VmHWM`), in MB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024.0 / 1e6)
 }

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
+use epas_model::Backend;
 use epas_server::engine::{EngineConfig, KvCacheSize};
 use epas_server::http::{serve, HttpConfig, ServerConfig};
 
@@ -129,7 +130,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .info
             .plan(default_ratio, model_args.allow_untrained_sharing)
             .map_err(|e| format!("--default-sharing-ratio: {e}"))?;
-        if model.tensor_dtype().is_some() {
+        if matches!(model.backend(), Backend::Device(_)) {
             // A GPU compiles and loads kernels on first use: not in the first request's time.
             let started = std::time::Instant::now();
             model

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use epas_model::train::{Architecture, Progress, TrainOptions};
+use epas_train::{Architecture, Progress, TrainOptions};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -193,7 +193,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     opts.device = args.device.train_device()?;
     eprintln!("training on {}", opts.device);
     let log_every = opts.log_every;
-    let summary = epas_model::train::train(opts, arch_given, args.resume, &mut |p| {
+    let summary = epas_train::train(opts, arch_given, args.resume, &mut |p| {
         print_progress(p, log_every)
     })?;
     println!(

@@ -1,6 +1,6 @@
 """Reference RoPE frequencies in float64 numpy, computed as Hugging Face transformers defines
 them (`rope_type` `default`, `linear` and `llama3` in `modeling_rope_utils.py`), and the
-`rope_freqs` table llama.cpp's converter writes for `llama3`. model/tests/rope_reference.rs runs
+`rope_freqs` table llama.cpp's converter writes for `llama3`. model/src/rope/reference_tests.rs runs
 it and compares the Rust tables with it; it is not a pytest module.
 
     python3 tests/python/rope_reference.py '{"head_dim": 64, "theta": 500000.0,

@@ -12,6 +12,8 @@ from argparse import Namespace
 from epas_testing import ROOT
 
 SCRIPTS = ROOT / "scripts"
+# The report scripts import their shared helpers from scripts/, as they do when run.
+sys.path.insert(0, str(SCRIPTS))
 
 
 def load(name):
@@ -128,8 +130,10 @@ def test_the_report_takes_medians_ratios_and_acceptance_and_writes_its_section(t
 
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# Benchmarks\n\n## Other\n\nkept\n")
-    report.write_section(bench, text)
-    report.write_section(bench, text.replace("2.00x", "2.50x"))
+    section = lambda t: report.write_section(bench, "bench-speculative",
+                                             "scripts/bench-speculative.sh", t)
+    section(text)
+    section(text.replace("2.00x", "2.50x"))
     written = bench.read_text()
     assert written.startswith("# Benchmarks\n\n## Other\n\nkept\n\n<!-- bench-speculative:begin")
     assert written.count("bench-speculative:begin") == 1

@@ -262,7 +262,18 @@ def test_dockerignore_keeps_what_the_build_needs():
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    for needed in ("static", "server", "model", "src", "Cargo.toml", "Cargo.lock", "scripts"):
+    for needed in (
+        "static",
+        "server",
+        "model",
+        "builtin",
+        "train",
+        "loadtest",
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "scripts",
+    ):
         assert needed not in ignored, needed
     assert {"target", "models", ".git"} <= ignored
 

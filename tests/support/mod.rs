@@ -152,6 +152,25 @@ pub fn read_sse(response: reqwest::blocking::Response) -> (Vec<serde_json::Value
     (events, done)
 }
 
+/// Reads an SSE stream of named events (Anthropic's, the Responses API's) to its end: each
+/// event's `event:` name (empty if it has none) and the JSON of its data.
+pub fn read_named_sse(response: reqwest::blocking::Response) -> Vec<(String, serde_json::Value)> {
+    let mut events = Vec::new();
+    let mut name = String::new();
+    for line in BufReader::new(response).lines() {
+        let Ok(line) = line else { break };
+        if let Some(event) = line.strip_prefix("event: ") {
+            name = event.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            events.push((
+                std::mem::take(&mut name),
+                serde_json::from_str(data).unwrap(),
+            ));
+        }
+    }
+    events
+}
+
 /// Concatenated text of a completion or chat stream's chunks, per choice 0.
 pub fn stream_text(events: &[serde_json::Value]) -> String {
     events

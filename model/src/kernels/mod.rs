@@ -11,15 +11,15 @@ mod repack;
 #[cfg(test)]
 mod tests;
 
-pub use packed::{PackedFormat, PackedMatrix, GROUP};
-pub use packed_matmul::{matmul_jobs, MatmulJob};
-pub use pool::{par_chunks_mut, SpinPool};
-pub use q8::{quantize_q8_1, BlockQ8_1, QK};
-pub use repack::GgufBlocks;
+pub(crate) use packed::{PackedFormat, PackedMatrix};
+pub(crate) use packed_matmul::{matmul_jobs, MatmulJob};
+pub(crate) use pool::{par_chunks_mut, DisjointMut, SpinPool};
+pub(crate) use q8::quantize_q8_1;
+pub(crate) use repack::GgufBlocks;
 
 /// Which implementation the running CPU gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelLevel {
+pub(crate) enum KernelLevel {
     /// AVX-512 VNNI, 16 weight rows per 512-bit `vpdpbusd`.
     Avx512Vnni,
     /// AVX2 `vpmaddubsw`, the 16 rows as two halves.
@@ -28,7 +28,7 @@ pub enum KernelLevel {
 }
 
 /// The best level this CPU runs (`EPAS_KERNEL_SCALAR` forces the reference), detected once.
-pub fn kernel_level() -> KernelLevel {
+pub(crate) fn kernel_level() -> KernelLevel {
     static LEVEL: std::sync::OnceLock<KernelLevel> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(detect_level)
 }

@@ -29,7 +29,7 @@ use half::f16;
 use super::q8::{BlockQ8_1, QK};
 
 /// Weight rows per packed group (one 512-bit vector of f32 lanes).
-pub const GROUP: usize = 16;
+pub(super) const GROUP: usize = 16;
 
 /// GGUF block formats the packed kernels serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! evenly across threads.
 
 use super::packed::{tile_scalar, PackedMatrix, GROUP};
-use super::pool::SpinPool;
+use super::pool::{DisjointMut, SpinPool};
 use super::q8::{BlockQ8_1, QK};
 use super::KernelLevel;
 
@@ -19,16 +19,11 @@ const TASKS_PER_THREAD: usize = 8;
 
 /// One matrix of a region: `out` receives `rows` rows of `matrix.rows()` floats computed from
 /// the first `rows` activation rows.
-pub struct MatmulJob<'a> {
+pub(crate) struct MatmulJob<'a> {
     pub matrix: &'a PackedMatrix,
     pub rows: usize,
     pub out: &'a mut [f32],
 }
-
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint (row, column) ranges of the output buffers.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 #[derive(Clone, Copy)]
 struct Task {
@@ -39,7 +34,7 @@ struct Task {
 
 /// Runs every job at this CPU's kernel level; `acts` holds activation rows of `cols / 32`
 /// blocks each (all matrices must have the same `cols`), at least as many rows as any job uses.
-pub fn matmul_jobs(acts: &[BlockQ8_1], jobs: &mut [MatmulJob<'_>]) {
+pub(crate) fn matmul_jobs(acts: &[BlockQ8_1], jobs: &mut [MatmulJob<'_>]) {
     matmul_jobs_at(super::kernel_level(), acts, jobs)
 }
 
@@ -69,10 +64,8 @@ pub(crate) fn matmul_jobs_at(level: KernelLevel, acts: &[BlockQ8_1], jobs: &mut 
             }
         }
     }
-    let outs: Vec<SendPtr> = jobs
-        .iter_mut()
-        .map(|j| SendPtr(j.out.as_mut_ptr()))
-        .collect();
+    // Tasks write disjoint (row, column) ranges of the output buffers.
+    let outs: Vec<DisjointMut<f32>> = jobs.iter_mut().map(|j| DisjointMut::new(j.out)).collect();
     let (jobs, outs, tasks) = (&*jobs, &outs, &tasks);
     pool.run(tasks.len(), &|t| {
         let task = tasks[t];
@@ -94,7 +87,7 @@ pub(crate) fn matmul_jobs_at(level: KernelLevel, acts: &[BlockQ8_1], jobs: &mut 
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             values.as_ptr(),
-                            outs[task.job].0.add((r + i) * n_total + g * GROUP),
+                            outs[task.job].ptr().add((r + i) * n_total + g * GROUP),
                             lanes,
                         );
                     }

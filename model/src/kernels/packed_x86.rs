@@ -54,7 +54,7 @@ unsafe fn scale_pair_256(s: *const u16) -> (__m256, __m256) {
 /// The CPU must have AVX-512 F/BW/VNNI, AVX2, FMA and F16C; `quants`/`scales` hold whole
 /// (group, block) units of `format` and every activation row at least as many blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn tile_avx512<const R: usize>(
+pub(super) unsafe fn tile_avx512<const R: usize>(
     format: PackedFormat,
     quants: &[u8],
     scales: &[u16],
@@ -173,7 +173,7 @@ unsafe fn udot_256(u: __m256i, s: __m256i) -> __m256i {
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C; the slices as for [`tile_avx512`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile_avx2<const R: usize>(
+pub(super) unsafe fn tile_avx2<const R: usize>(
     format: PackedFormat,
     quants: &[u8],
     scales: &[u16],
@@ -287,7 +287,7 @@ pub unsafe fn tile_avx2<const R: usize>(
 /// # Safety
 /// The CPU must have AVX-512 F.
 #[target_feature(enable = "avx512f,f16c")]
-pub unsafe fn quantize_avx512(x: &[f32], out: &mut [BlockQ8_1]) {
+pub(super) unsafe fn quantize_avx512(x: &[f32], out: &mut [BlockQ8_1]) {
     use half::f16;
     for (block, dst) in x.chunks_exact(32).zip(out) {
         let v0 = _mm512_loadu_ps(block.as_ptr());

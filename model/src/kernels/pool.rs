@@ -39,7 +39,7 @@ struct Shared {
     shutdown: AtomicBool,
 }
 
-pub struct SpinPool {
+pub(crate) struct SpinPool {
     shared: Arc<Shared>,
     helpers: usize,
     busy: Mutex<()>,
@@ -47,7 +47,7 @@ pub struct SpinPool {
 
 impl SpinPool {
     /// A pool of `threads` threads in all: the caller plus `threads - 1` helpers.
-    pub fn new(threads: usize) -> Self {
+    pub(crate) fn new(threads: usize) -> Self {
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
@@ -71,17 +71,17 @@ impl SpinPool {
     }
 
     /// The process-wide pool, sized like rayon's (`--threads` / `RAYON_NUM_THREADS`).
-    pub fn global() -> &'static SpinPool {
+    pub(crate) fn global() -> &'static SpinPool {
         static POOL: OnceLock<SpinPool> = OnceLock::new();
         POOL.get_or_init(|| SpinPool::new(rayon::current_num_threads()))
     }
 
-    pub fn threads(&self) -> usize {
+    pub(crate) fn threads(&self) -> usize {
         self.helpers + 1
     }
 
     /// Runs `task(i)` for every `i < tasks` on the pool's threads; returns when all are done.
-    pub fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+    pub(crate) fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
         if tasks == 0 {
             return;
         }
@@ -140,26 +140,42 @@ impl SpinPool {
 
 /// Runs `f(i, chunk)` over the `chunk_len`-sized chunks of `data` (the last may be shorter) on
 /// the global pool.
-pub fn par_chunks_mut<T: Send>(
+pub(crate) fn par_chunks_mut<T: Send>(
     data: &mut [T],
     chunk_len: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    struct Base<T>(*mut T);
-    // SAFETY: every task touches only its own, disjoint chunk.
-    unsafe impl<T> Sync for Base<T> {}
     let chunk_len = chunk_len.max(1);
     let len = data.len();
-    let base = Base(data.as_mut_ptr());
+    let base = DisjointMut::new(data);
     let base = &base;
     SpinPool::global().run(len.div_ceil(chunk_len), &|i| {
         let start = i * chunk_len;
         let n = chunk_len.min(len - start);
         // SAFETY: [start, start + n) lies inside `data` and no other task uses it.
-        let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), n) };
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), n) };
         f(i, chunk);
     });
 }
+
+/// A buffer the tasks of one parallel region write through, each only its own disjoint part
+/// (every use says which part is whose).
+pub(crate) struct DisjointMut<T>(*mut T);
+
+impl<T> DisjointMut<T> {
+    pub(crate) fn new(buffer: &mut [T]) -> Self {
+        Self(buffer.as_mut_ptr())
+    }
+
+    /// The buffer's first element.
+    pub(crate) fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: the tasks sharing it write disjoint parts of the buffer, which outlives the region.
+unsafe impl<T: Send> Send for DisjointMut<T> {}
+unsafe impl<T: Send> Sync for DisjointMut<T> {}
 
 impl Drop for SpinPool {
     fn drop(&mut self) {

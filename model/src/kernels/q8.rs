@@ -4,11 +4,11 @@
 
 use half::f16;
 
-pub const QK: usize = 32;
+pub(super) const QK: usize = 32;
 
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(16))]
-pub struct BlockQ8_1 {
+pub(crate) struct BlockQ8_1 {
     pub qs: [i8; QK],
     pub d: f32,
     /// `d * sum(qs)`, rounded to f16 (the Q4_1 minimum term).
@@ -24,7 +24,7 @@ impl BlockQ8_1 {
     /// `-32 * sum(qs[..16])` and `-32 * sum(qs[16..])`: Q6K kernels store their 6-bit weights
     /// `+32` and start each half-block's integer sum here, which keeps it exact.
     #[inline(always)]
-    pub fn q6k_biases(&self) -> (i32, i32) {
+    pub(crate) fn q6k_biases(&self) -> (i32, i32) {
         let total = -self.offset / 128;
         (-32 * (total - self.upper_sum), -32 * self.upper_sum)
     }
@@ -36,7 +36,7 @@ const PARALLEL_MIN_ROWS: usize = 8;
 /// Quantizes `rows` rows of `cols` floats (`cols` a multiple of 32) into `rows * cols / 32`
 /// blocks, row after row; many rows are split across the kernel pool (each block's bits are the
 /// same either way).
-pub fn quantize_q8_1(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
+pub(crate) fn quantize_q8_1(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
     debug_assert_eq!(cols % QK, 0);
     let mut out = vec![BlockQ8_1::default(); x.len() / QK];
     let rows = x.len() / cols.max(1);
@@ -54,7 +54,7 @@ pub fn quantize_q8_1(x: &[f32], cols: usize) -> Vec<BlockQ8_1> {
 }
 
 /// [`quantize_q8_1`] into `out` (`x.len() / 32` blocks).
-pub fn quantize_q8_1_into(x: &[f32], out: &mut [BlockQ8_1]) {
+pub(super) fn quantize_q8_1_into(x: &[f32], out: &mut [BlockQ8_1]) {
     #[cfg(target_arch = "x86_64")]
     if super::kernel_level() == super::KernelLevel::Avx512Vnni {
         // SAFETY: the level was chosen by run-time feature detection.

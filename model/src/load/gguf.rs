@@ -13,8 +13,9 @@ use candle_core::Device;
 use super::LoadOptions;
 use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
 use crate::error::{ModelError, Result};
+use crate::host_weights::{DecoderLayer, HostWeights};
 use crate::linear::{Embedding, Linear};
-use crate::model::{DecoderLayer, EpasLlama};
+use crate::model::EpasLlama;
 use crate::quantize::{FloatMatrices, Role};
 use crate::rope::gguf_to_hf_row_order;
 use crate::rope_scaling::RopeScaling;
@@ -135,13 +136,8 @@ pub(super) fn md_f64(meta: &HashMap<String, Value>, key: &str) -> Option<f64> {
     })
 }
 
-/// Reads `path` (a `.gguf` file) onto `device`.
-pub fn load_gguf(path: &Path, device: &Device) -> Result<(EpasLlama, TextTokenizer)> {
-    load_gguf_with(path, device, &LoadOptions::default())
-}
-
-/// [`load_gguf`] with options.
-pub fn load_gguf_with(
+/// Loads a GGUF file as `options` say.
+pub(crate) fn load_gguf_with(
     path: &Path,
     device: &Device,
     options: &LoadOptions,
@@ -293,7 +289,15 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
         epas,
         weight_format,
     };
-    let model = EpasLlama::new(info, embed, layers, norm, lm_head)?;
+    let model = EpasLlama::new(
+        info,
+        HostWeights {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        },
+    )?;
     Ok((model, tokenizer))
 }
 

@@ -12,144 +12,12 @@ use candle_core::Tensor;
 use super::rope_gguf::{rope_freqs_tensor, rope_scaling_keys};
 use crate::error::{ModelError, Result};
 use crate::model::EpasLlama;
+use crate::quantize::{quantize, QuantScheme, Role};
 use crate::rope::gguf_to_hf_row_order;
 use crate::tokenizer::TextTokenizer;
 
-/// Storage of the exported matrices (norms stay f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GgufQuant {
-    F32,
-    F16,
-    Q8_0,
-    Q5_1,
-    Q5_0,
-    Q4_1,
-    Q4_0,
-    /// Q4_K where a row holds whole 256-value super-blocks, else Q5_0 (llama.cpp's fallback).
-    Q4K,
-    /// Q5_K where a row holds whole 256-value super-blocks, else Q5_1 (llama.cpp's fallback).
-    Q5K,
-    /// Q6_K where a row holds whole 256-value super-blocks, else Q8_0 (llama.cpp's fallback).
-    Q6K,
-}
-
-impl std::str::FromStr for GgufQuant {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(Self::F32),
-            "f16" => Ok(Self::F16),
-            "q8_0" => Ok(Self::Q8_0),
-            "q5_1" => Ok(Self::Q5_1),
-            "q5_0" => Ok(Self::Q5_0),
-            "q4_1" => Ok(Self::Q4_1),
-            "q4_0" => Ok(Self::Q4_0),
-            "q4_k" | "q4k" => Ok(Self::Q4K),
-            "q5_k" | "q5k" => Ok(Self::Q5K),
-            "q6_k" | "q6k" => Ok(Self::Q6K),
-            other => Err(format!(
-                "unknown quantization {other:?} \
-                 (q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, f16, f32)"
-            )),
-        }
-    }
-}
-
-impl GgufQuant {
-    /// The name `--quant` / `--quantize` take.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::Q8_0 => "q8_0",
-            Self::Q5_1 => "q5_1",
-            Self::Q5_0 => "q5_0",
-            Self::Q4_1 => "q4_1",
-            Self::Q4_0 => "q4_0",
-            Self::Q4K => "q4_k",
-            Self::Q5K => "q5_k",
-            Self::Q6K => "q6_k",
-        }
-    }
-
-    /// The storage of a matrix whose rows hold `cols` values.
-    pub(crate) fn dtype(self, cols: usize) -> GgmlDType {
-        match self {
-            Self::F32 => GgmlDType::F32,
-            Self::F16 => GgmlDType::F16,
-            Self::Q8_0 => GgmlDType::Q8_0,
-            Self::Q5_1 => GgmlDType::Q5_1,
-            Self::Q5_0 => GgmlDType::Q5_0,
-            Self::Q4_1 => GgmlDType::Q4_1,
-            Self::Q4_0 => GgmlDType::Q4_0,
-            Self::Q4K if cols.is_multiple_of(GgmlDType::Q4K.block_size()) => GgmlDType::Q4K,
-            Self::Q4K => GgmlDType::Q5_0,
-            Self::Q5K if cols.is_multiple_of(GgmlDType::Q5K.block_size()) => GgmlDType::Q5K,
-            Self::Q5K => GgmlDType::Q5_1,
-            Self::Q6K if cols.is_multiple_of(GgmlDType::Q6K.block_size()) => GgmlDType::Q6K,
-            Self::Q6K => GgmlDType::Q8_0,
-        }
-    }
-
-    /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_*`).
-    fn file_type(self) -> u32 {
-        match self {
-            Self::F32 => 0,
-            Self::F16 => 1,
-            Self::Q4_0 => 2,
-            Self::Q4_1 => 3,
-            Self::Q8_0 => 7,
-            Self::Q5_0 => 8,
-            Self::Q5_1 => 9,
-            Self::Q5K => 16,
-            Self::Q4K => 14,
-            Self::Q6K => 18,
-        }
-    }
-}
-
-/// How a model's matrices are stored: each in `quant`, except that under formats of fewer than 6
-/// bits the LM head (and an embedding table tied to it) is kept at Q6_K (Q8_0 where its rows are
-/// not whole super-blocks), as llama.cpp's quantizer does: the logits are the most sensitive to
-/// it. `pure` stores it like the rest (llama.cpp's `--pure`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuantScheme {
-    pub quant: GgufQuant,
-    pub pure: bool,
-}
-
-impl From<GgufQuant> for QuantScheme {
-    fn from(quant: GgufQuant) -> Self {
-        Self { quant, pure: false }
-    }
-}
-
-impl QuantScheme {
-    /// The storage of the LM head and of a tied embedding table.
-    pub fn head(self) -> GgufQuant {
-        use GgufQuant::*;
-        match self.quant {
-            F32 | F16 | Q8_0 | Q6K => self.quant,
-            _ if self.pure => self.quant,
-            _ => Q6K,
-        }
-    }
-}
-
 const TOKEN_TYPE_NORMAL: i32 = 1;
 const TOKEN_TYPE_CONTROL: i32 = 3;
-
-pub(crate) fn quantize(t: &Tensor, quant: GgufQuant, name: &str) -> Result<QTensor> {
-    let cols = t.dims().last().copied().unwrap_or(0);
-    let dtype = quant.dtype(cols);
-    if !cols.is_multiple_of(dtype.block_size()) {
-        return Err(ModelError::Config(format!(
-            "{name}: rows of {cols} values cannot be stored as {quant:?} (blocks of {})",
-            dtype.block_size()
-        )));
-    }
-    Ok(QTensor::quantize(t, dtype)?)
-}
 
 /// HF row order -> GGUF row order (the inverse of the loader's permutation).
 fn to_gguf_rows(t: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
@@ -253,8 +121,8 @@ pub fn export_gguf(
     path: &Path,
 ) -> Result<()> {
     let scheme = scheme.into();
-    let quant = scheme.quant;
     let c = model.config();
+    let weights = model.host_weights()?;
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("llama".into())),
         (
@@ -292,7 +160,10 @@ pub fn export_gguf(
             Value::F32(c.rms_norm_eps as f32),
         ),
         ("llama.vocab_size".into(), Value::U32(c.vocab_size as u32)),
-        ("general.file_type".into(), Value::U32(quant.file_type())),
+        (
+            "general.file_type".into(),
+            Value::U32(scheme.quant.file_type()),
+        ),
     ];
     if let Some(e) = &model.info.epas {
         md.push((
@@ -312,20 +183,16 @@ pub fn export_gguf(
 
     let hd = c.head_dim();
     let vector = |t: &Tensor| -> Result<QTensor> { Ok(QTensor::quantize(t, GgmlDType::F32)?) };
-    let table_quant = if c.tie_word_embeddings {
-        scheme.head()
-    } else {
-        quant
-    };
+    let table_quant = scheme.format_for(Role::table(c.tie_word_embeddings));
     let mut tensors: Vec<(String, QTensor)> = vec![(
         "token_embd.weight".into(),
         quantize(
-            &model.embed.dequantized()?,
+            &weights.embed.dequantized()?,
             table_quant,
             "token_embd.weight",
         )?,
     )];
-    for (i, l) in model.layers.iter().enumerate() {
+    for (i, l) in weights.layers.iter().enumerate() {
         let p = format!("blk.{i}");
         let wq = to_gguf_rows(&l.wq.dequantized()?, c.num_heads, hd)?;
         let wk = to_gguf_rows(&l.wk.dequantized()?, c.num_kv_heads, hd)?;
@@ -339,20 +206,20 @@ pub fn export_gguf(
             ("ffn_down", l.down.dequantized()?),
         ] {
             let name = format!("{p}.{name}.weight");
-            let q = quantize(&t, quant, &name)?;
+            let q = quantize(&t, scheme.format_for(Role::Layer), &name)?;
             tensors.push((name, q));
         }
         tensors.push((format!("{p}.attn_norm.weight"), vector(&l.attn_norm)?));
         tensors.push((format!("{p}.ffn_norm.weight"), vector(&l.mlp_norm)?));
     }
-    tensors.push(("output_norm.weight".into(), vector(&model.norm)?));
+    tensors.push(("output_norm.weight".into(), vector(&weights.norm)?));
     tensors.extend(rope_freqs_tensor(c)?);
     if !c.tie_word_embeddings {
         tensors.push((
             "output.weight".into(),
             quantize(
-                &model.lm_head.dequantized()?,
-                scheme.head(),
+                &weights.lm_head.dequantized()?,
+                scheme.format_for(Role::Head),
                 "output.weight",
             )?,
         ));

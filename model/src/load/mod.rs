@@ -15,13 +15,13 @@ use candle_core::Device;
 
 use crate::error::{ModelError, Result};
 use crate::model::EpasLlama;
+use crate::quantize::QuantScheme;
 use crate::tokenizer::TextTokenizer;
 
-pub use gguf::{load_gguf, load_gguf_bytes, load_gguf_with};
-pub(crate) use gguf_export::quantize;
-pub use gguf_export::{export_gguf, GgufQuant, QuantScheme};
-pub(crate) use rope_hf::hf_rope_scaling;
-pub use safetensors::{load_safetensors, read_config, read_tokenizer, HfModelConfig};
+pub use gguf::load_gguf_bytes;
+pub(crate) use gguf::load_gguf_with;
+pub use gguf_export::export_gguf;
+pub use rope_hf::hf_rope_scaling;
 pub use save::{save_model_files, save_safetensors};
 
 /// Loads a GGUF file or an HF folder, chosen by what `path` is.

@@ -70,7 +70,7 @@ pub(super) fn read_hf_rope(value: &Value, parameters: bool) -> Result<(RopeScali
 
 /// The `rope_scaling` object transformers reads for `scaling` (`None`: no key). A frequency
 /// table not of the Llama-3 form has no HF equivalent and is refused.
-pub(crate) fn hf_rope_scaling(scaling: &RopeScaling) -> Result<Option<Value>> {
+pub fn hf_rope_scaling(scaling: &RopeScaling) -> Result<Option<Value>> {
     Ok(match scaling {
         RopeScaling::None => None,
         RopeScaling::Linear { factor } => Some(json!({"rope_type": "linear", "factor": factor})),

@@ -12,8 +12,9 @@ use super::rope_hf::read_hf_rope;
 use super::LoadOptions;
 use crate::config::{EpasMeta, LlamaConfig, ModelInfo};
 use crate::error::{ModelError, Result};
+use crate::host_weights::{DecoderLayer, HostWeights};
 use crate::linear::Linear;
-use crate::model::{DecoderLayer, EpasLlama};
+use crate::model::EpasLlama;
 use crate::quantize::{FloatMatrices, Role};
 use crate::rope_scaling::RopeScaling;
 use crate::tokenizer::TextTokenizer;
@@ -77,7 +78,7 @@ fn format_error(path: &Path, format: &'static str, message: impl ToString) -> Mo
 
 /// What `config.json` says: shape, EPAS metadata, BOS and EOS ids.
 #[derive(Debug, Clone)]
-pub struct HfModelConfig {
+pub(super) struct HfModelConfig {
     pub config: LlamaConfig,
     pub epas: Option<EpasMeta>,
     pub bos: Option<u32>,
@@ -85,7 +86,7 @@ pub struct HfModelConfig {
 }
 
 /// Reads `config.json` of `dir` into the model shape and EPAS metadata.
-pub fn read_config(dir: &Path) -> Result<HfModelConfig> {
+pub(super) fn read_config(dir: &Path) -> Result<HfModelConfig> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
     let hf: HfConfig =
@@ -216,7 +217,7 @@ impl Weights<'_> {
 }
 
 /// Reads the tokenizer of an HF folder.
-pub fn read_tokenizer(dir: &Path, bos: Option<u32>, eos: Vec<u32>) -> Result<TextTokenizer> {
+pub(super) fn read_tokenizer(dir: &Path, bos: Option<u32>, eos: Vec<u32>) -> Result<TextTokenizer> {
     let path = dir.join("tokenizer.json");
     if !path.exists() {
         return Err(ModelError::Missing {
@@ -243,12 +244,7 @@ pub fn read_tokenizer(dir: &Path, bos: Option<u32>, eos: Vec<u32>) -> Result<Tex
     Ok(TextTokenizer::new(inner, bos, eos, add_bos, template))
 }
 
-/// Loads an HF LLaMA folder onto `device`; float weights are kept as f32.
-pub fn load_safetensors(dir: &Path, device: &Device) -> Result<(EpasLlama, TextTokenizer)> {
-    load_safetensors_with(dir, device, &LoadOptions::default())
-}
-
-/// [`load_safetensors`], quantizing the matrices as they are read when `options` asks.
+/// Loads an HF folder, quantizing the matrices as they are read when `options` asks.
 pub(crate) fn load_safetensors_with(
     dir: &Path,
     device: &Device,
@@ -319,6 +315,14 @@ pub(crate) fn load_safetensors_with(
         epas,
         weight_format,
     };
-    let model = EpasLlama::new(info, embed, layers, norm, lm_head)?;
+    let model = EpasLlama::new(
+        info,
+        HostWeights {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        },
+    )?;
     Ok((model, tokenizer))
 }

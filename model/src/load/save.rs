@@ -77,12 +77,13 @@ const MODEL_FILES: [&str; 4] = [
 fn write_into(model: &EpasLlama, tokenizer: &TextTokenizer, dir: &Path) -> Result<()> {
     let c = model.config();
     let rope_scaling = hf_rope_scaling(&c.rope_scaling)?;
+    let weights = model.host_weights()?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     tensors.insert(
         "model.embed_tokens.weight".into(),
-        model.embed.dequantized()?,
+        weights.embed.dequantized()?,
     );
-    for (i, l) in model.layers.iter().enumerate() {
+    for (i, l) in weights.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
         for (name, t) in [
             ("input_layernorm.weight", l.attn_norm.clone()),
@@ -98,9 +99,9 @@ fn write_into(model: &EpasLlama, tokenizer: &TextTokenizer, dir: &Path) -> Resul
             tensors.insert(format!("{p}.{name}"), t);
         }
     }
-    tensors.insert("model.norm.weight".into(), model.norm.clone());
+    tensors.insert("model.norm.weight".into(), weights.norm.clone());
     if !c.tie_word_embeddings {
-        tensors.insert("lm_head.weight".into(), model.lm_head.dequantized()?);
+        tensors.insert("lm_head.weight".into(), weights.lm_head.dequantized()?);
     }
     let weights = dir.join("model.safetensors");
     candle_core::safetensors::save(&tensors, &weights)?;

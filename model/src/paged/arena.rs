@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use crate::error::Result;
 
 /// Writes row `i` of `src` `(n, width)` to arena row `rows[i]` (`rows` a u32 tensor of `n`).
-pub fn scatter_rows(arena: &Tensor, rows: &Tensor, src: &Tensor) -> Result<()> {
+pub(crate) fn scatter_rows(arena: &Tensor, rows: &Tensor, src: &Tensor) -> Result<()> {
     let (n, width) = src.dims2()?;
     if n == 0 {
         return Ok(());
@@ -19,7 +19,8 @@ pub fn scatter_rows(arena: &Tensor, rows: &Tensor, src: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Arena rows `rows` (a u32 tensor of `n`) as `(n, width)`.
+/// Arena rows `rows` (a u32 tensor of `n`) as `(n, width)`: how tests read an arena back.
+#[cfg(test)]
 pub fn gather_rows(arena: &Tensor, rows: &Tensor) -> Result<Tensor> {
     Ok(arena.index_select(rows, 0)?)
 }

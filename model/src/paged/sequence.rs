@@ -277,3 +277,56 @@ fn arena_slot(blocks: &[Arc<KvBlock>], block: usize) -> Result<usize> {
         .and_then(|b| b.arena_slot())
         .ok_or_else(|| ModelError::Batch(format!("block {block} is not a reserved device block")))
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+    use crate::kv_cache::KvDtype;
+    use crate::paged::arena::gather_rows;
+
+    #[test]
+    fn rows_appended_to_a_device_pool_sequence_land_in_its_arena_blocks() {
+        let width = 3;
+        let pool = BlockPool::on_device(10, 2, width, KvDtype::F32, &Device::Cpu).unwrap();
+        let plan = SharingPlan::with_sharing_layers(2, 1).unwrap();
+        let mut seq = PagedSequence::new(pool.clone(), plan);
+        let rows =
+            |base: f32, n: usize| -> Vec<f32> { (0..n * width).map(|i| base + i as f32).collect() };
+        for (t, base) in [(3, 0.0), (2, 100.0)] {
+            seq.reserve(t).unwrap();
+            seq.append(0, Some(&rows(base, t)), &rows(base + 1000.0, t));
+            seq.append(1, Some(&rows(-1.0, t)), &rows(base + 2000.0, t));
+            seq.commit(t);
+        }
+        let arena = KvCache::arena(&seq).expect("device pool");
+        let read = |layer: usize, keys: bool| -> Vec<f32> {
+            let mut slots = Vec::new();
+            arena.arena_rows(layer, keys, 0..5, &mut slots).unwrap();
+            let index = Tensor::from_vec(slots, 5, &Device::Cpu).unwrap();
+            let got = gather_rows(arena.arena(), &index).unwrap();
+            got.to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let expect = |a: f32, b: f32| [rows(a, 3), rows(b, 2)].concat();
+        assert_eq!(read(0, true), expect(0.0, 100.0));
+        assert_eq!(read(0, false), expect(1000.0, 1100.0));
+        assert_eq!(read(1, false), expect(2000.0, 2100.0));
+        assert!(
+            arena.arena_rows(1, true, 0..1, &mut Vec::new()).is_err(),
+            "sharing layer: no K"
+        );
+        assert_eq!(
+            pool.stats().used(),
+            3 * 3,
+            "3 blocks of 2 rows for K0, V0, V1"
+        );
+        drop(seq);
+        assert_eq!(pool.stats().used(), 0);
+    }
+}

@@ -1,7 +1,7 @@
 //! What the engine needs from a model: a batched forward over paged caches, and the sizes that
 //! bound what a request may ask for.
 
-use epas_model::paged::BlockPool;
+use epas_model::BlockPool;
 use epas_model::{EpasLlama, KvDtype, SequenceStep};
 
 /// A model the engine can run steps of.

@@ -1,9 +1,12 @@
 //! What a caller submits to the engine and what it receives back.
 
-use epas_model::sampler::SamplingParams;
+use epas_model::SamplingParams;
 use epas_model::SharingPlan;
 
 use super::structured::RequestConstraint;
+
+/// Why one choice ended (the model crate's, so `generate` and the engine say it alike).
+pub use epas_model::FinishReason;
 
 /// Generation settings of one request.
 #[derive(Debug, Clone)]
@@ -48,24 +51,6 @@ pub struct GenerationRequest {
     pub constraint: Option<RequestConstraint>,
 }
 
-/// Why one choice ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// EOS, a stop token or a stop string.
-    Stop,
-    /// `max_tokens`, or the model's context is full.
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-        }
-    }
-}
-
 /// Log-probability of a generated token and its top alternatives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenLogprobs {
@@ -98,6 +83,8 @@ pub enum EngineEvent {
         reason: FinishReason,
         /// Text held back until the end (never part of a stop string).
         text: String,
+        /// The stop string that ended the choice, if one did.
+        stop_sequence: Option<String>,
     },
     Done {
         usage: Usage,

@@ -5,6 +5,8 @@
 pub struct StopMatcher {
     stops: Vec<String>,
     pending: String,
+    /// The stop string found; nothing is emitted after it.
+    matched: Option<String>,
 }
 
 /// Result of feeding text to the matcher.
@@ -21,10 +23,22 @@ impl StopMatcher {
         Self {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             pending: String::new(),
+            matched: None,
         }
     }
 
+    /// The stop string that ended the text, once one did.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.as_deref()
+    }
+
     pub fn push(&mut self, text: &str) -> StopCheck {
+        if self.matched.is_some() {
+            return StopCheck {
+                emit: String::new(),
+                stopped: true,
+            };
+        }
         if self.stops.is_empty() {
             return StopCheck {
                 emit: text.to_string(),
@@ -32,13 +46,14 @@ impl StopMatcher {
             };
         }
         self.pending.push_str(text);
-        if let Some(at) = self
+        if let Some((at, stop)) = self
             .stops
             .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min()
+            .filter_map(|s| Some((self.pending.find(s.as_str())?, s)))
+            .min_by_key(|&(at, _)| at)
         {
             let emit = self.pending[..at].to_string();
+            self.matched = Some(stop.clone());
             self.pending.clear();
             return StopCheck {
                 emit,
@@ -82,17 +97,24 @@ mod tests {
     use super::*;
 
     fn feed(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let (out, matched) = feed_matched(stops, pieces);
+        (out, matched.is_some())
+    }
+
+    /// The text emitted and the stop string that ended it.
+    fn feed_matched(stops: &[&str], pieces: &[&str]) -> (String, Option<String>) {
         let mut m = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());
         let mut out = String::new();
         for p in pieces {
             let c = m.push(p);
             out.push_str(&c.emit);
             if c.stopped {
-                return (out, true);
+                return (out, m.matched().map(str::to_owned));
             }
         }
         out.push_str(&m.flush());
-        (out, false)
+        assert_eq!(m.matched(), None);
+        (out, None)
     }
 
     #[test]
@@ -124,5 +146,22 @@ mod tests {
             feed(&["日本"], &["今日", "は日", "本"]),
             ("今日は".into(), true)
         );
+    }
+
+    #[test]
+    fn the_stop_string_found_is_reported_and_nothing_follows_it() {
+        assert_eq!(
+            feed_matched(&["xyz", "b"], &["aé", "bxyz"]),
+            ("aé".into(), Some("b".into()))
+        );
+        assert_eq!(
+            feed_matched(&["N", "END"], &["abcE", "ND"]),
+            ("abc".into(), Some("END".into()))
+        );
+        let mut m = StopMatcher::new(vec!["END".into()]);
+        assert!(m.push("aEND").stopped);
+        assert_eq!(m.push("more").emit, "");
+        assert_eq!(m.flush(), "");
+        assert_eq!(m.matched(), Some("END"));
     }
 }

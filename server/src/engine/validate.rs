@@ -2,7 +2,7 @@
 //! [`GenerationRequest`] into a [`ValidRequest`], which only it can make, and the engine then
 //! trusts it as is (it never re-checks the prompt).
 
-use epas_model::paged::PagedSequence;
+use epas_model::PagedSequence;
 use epas_model::SharingPlan;
 use llguidance::Matcher;
 

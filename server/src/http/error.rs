@@ -62,7 +62,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
-            "missing or invalid API key: send `Authorization: Bearer <key>`",
+            "missing or invalid API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
         )
         .with_code("invalid_api_key")
     }
@@ -108,6 +108,17 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
+    /// The error with its `param` named as the API that was called names it.
+    pub fn renamed(mut self, renames: &[(&str, &str)]) -> Self {
+        if let Some((_, to)) = renames
+            .iter()
+            .find(|(from, _)| self.param.as_deref() == Some(*from))
+        {
+            self.param = Some(to.to_string());
+        }
+        self
+    }
+
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {
             "message": self.message,
@@ -129,6 +140,8 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // Kept for the layers that write errors in another API's shape (Anthropic's).
+        response.extensions_mut().insert(self);
         response
     }
 }

@@ -1,4 +1,5 @@
-//! Runs a validated request on the engine and answers it, streamed (SSE) or whole.
+//! Runs a validated request on the engine and answers it, streamed (SSE) or whole, in the
+//! shape of the API that was called (an [`AnswerFormat`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,13 +11,11 @@ use futures::stream::{self, Stream};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::answer_format::{AnswerFormat, ChoiceOutput, StreamStep};
 use super::error::ApiError;
-use super::responses::{Endpoint, Envelope, LogprobsBuilder};
+use super::responses::{Endpoint, LogprobsBuilder};
 use super::state::{AppState, Ready, ResolvedModel};
-use super::tool_calls::{answer_choice, finish_reason, piece_chunks, CallStream, ToolOutput};
-use crate::engine::{
-    EngineEvent, GenerationRequest, SubmitError, TokenLogprobs, Usage, ValidRequest,
-};
+use crate::engine::{EngineEvent, GenerationRequest, SubmitError, TokenLogprobs, ValidRequest};
 
 /// A request read from its body, before the engine's validation step, and how to answer it.
 pub struct Prepared {
@@ -24,16 +23,14 @@ pub struct Prepared {
     pub answer: Answer,
 }
 
-/// The shape of a request's answer.
+/// How a request is answered.
 pub struct Answer {
     pub resolved: ResolvedModel,
     pub stream: bool,
-    pub include_usage: bool,
-    pub envelope: Envelope,
     pub n: usize,
     pub want_logprobs: bool,
-    /// How each choice's text is read for tool calls (`None`: it is not).
-    pub tools: Option<ToolOutput>,
+    /// The API's shape of the answer.
+    pub format: Box<dyn AnswerFormat>,
 }
 
 pub fn epas_object(resolved: &ResolvedModel) -> Value {
@@ -45,9 +42,10 @@ pub fn epas_object(resolved: &ResolvedModel) -> Value {
     })
 }
 
+/// A unique id: `prefix` (with its separator) and random hex digits.
 pub fn new_id(prefix: &str) -> String {
     format!(
-        "{prefix}-{:016x}{:08x}",
+        "{prefix}{:016x}{:08x}",
         rand::random::<u64>(),
         rand::random::<u32>()
     )
@@ -105,6 +103,26 @@ fn token_logprobs(
     )
 }
 
+/// Validates, submits and answers a prepared request; an error names its field as the API
+/// that was called names it (`renames`: the shared checks' name, the API's).
+pub async fn run(
+    state: Arc<AppState>,
+    prepared: Result<Prepared, ApiError>,
+    renames: &[(&str, &str)],
+) -> Response {
+    let result = async {
+        let prepared = prepared?;
+        let ready = state.ready()?;
+        let request = validate(ready, prepared.request).await?;
+        let rx = submit(ready, request)?;
+        respond(state.clone(), prepared.answer, rx).await
+    }
+    .await;
+    result
+        .map_err(|e| e.renamed(renames))
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
 /// Answers a request once the engine accepted it.
 pub async fn respond(
     state: Arc<AppState>,
@@ -128,13 +146,8 @@ async fn collect(
     answer: Answer,
     mut rx: UnboundedReceiver<EngineEvent>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let n = answer.n;
     let tokenizer = state.ready()?.tokenizer.clone();
-    let mut texts = vec![String::new(); n];
-    let mut finish = vec!["length"; n];
-    let mut logprobs = vec![LogprobsBuilder::default(); n];
-    let want_logprobs = answer.want_logprobs;
-    let env = &answer.envelope;
+    let mut choices = vec![ChoiceOutput::default(); answer.n];
     while let Some(ev) = rx.recv().await {
         match ev {
             EngineEvent::Token {
@@ -143,35 +156,25 @@ async fn collect(
                 text,
                 logprobs: lp,
             } => {
-                texts[index].push_str(&text);
+                choices[index].text.push_str(&text);
                 if let Some(lp) = lp {
                     let (tok, top) = token_logprobs(&tokenizer, token, &lp);
-                    logprobs[index].push(tok, &lp, top);
+                    choices[index].logprobs.push(tok, &lp, top);
                 }
             }
             EngineEvent::Finished {
                 index,
                 reason,
                 text,
+                stop_sequence,
             } => {
-                texts[index].push_str(&text);
-                finish[index] = reason.as_str();
+                let choice = &mut choices[index];
+                choice.text.push_str(&text);
+                choice.finish = reason;
+                choice.stop_sequence = stop_sequence;
             }
             EngineEvent::Done { usage } => {
-                let choices = (0..n)
-                    .map(|i| {
-                        let lp = if want_logprobs {
-                            logprobs[i].to_json(env.endpoint)
-                        } else {
-                            Value::Null
-                        };
-                        match &answer.tools {
-                            Some(tools) => answer_choice(env, i, tools, &texts[i], finish[i], lp),
-                            None => env.choice(i, &texts[i], finish[i], lp),
-                        }
-                    })
-                    .collect();
-                return Ok(axum::Json(env.response(choices, &usage)));
+                return Ok(axum::Json(answer.format.response(choices, &usage)));
             }
             EngineEvent::Error(failure) => return Err(ApiError::from(failure)),
         }
@@ -184,34 +187,22 @@ async fn collect(
 struct StreamState {
     state: Arc<AppState>,
     rx: UnboundedReceiver<EngineEvent>,
-    envelope: Envelope,
-    include_usage: bool,
+    format: Box<dyn AnswerFormat>,
     want_logprobs: bool,
-    started: Vec<bool>,
-    /// Each choice's text read for tool calls (empty when the request has no tools).
-    calls: Vec<CallStream>,
     queue: std::collections::VecDeque<Event>,
     done: bool,
 }
 
-fn data(value: &Value) -> Event {
-    Event::default().data(value.to_string())
-}
-
 impl StreamState {
-    fn first(&mut self, index: usize) -> bool {
-        !std::mem::replace(&mut self.started[index], true)
-    }
-
     fn handle(&mut self, ev: EngineEvent) {
-        match ev {
+        let events = match ev {
             EngineEvent::Token {
                 index,
                 token,
                 text,
                 logprobs,
             } => {
-                let lp = match (&logprobs, self.want_logprobs) {
+                let logprobs = match (&logprobs, self.want_logprobs) {
                     (Some(lp), true) => {
                         let tokenizer = match self.state.ready.get() {
                             Some(r) => r.tokenizer.clone(),
@@ -220,64 +211,38 @@ impl StreamState {
                         let (tok, top) = token_logprobs(&tokenizer, token, lp);
                         let mut b = LogprobsBuilder::default();
                         b.push(tok, lp, top);
-                        b.to_json(self.envelope.endpoint)
+                        Some(b)
                     }
-                    _ => Value::Null,
+                    _ => None,
                 };
-                let first = self.first(index);
-                if let Some(calls) = self.calls.get_mut(index) {
-                    let pieces = calls.push(&text);
-                    let chunks = piece_chunks(&self.envelope, index, pieces, first, lp, None);
-                    self.queue.extend(chunks.iter().map(data));
-                } else if !text.is_empty() || first || !lp.is_null() {
-                    let chunk = self.envelope.chunk(index, &text, first, None, lp);
-                    self.queue.push_back(data(&chunk));
-                }
+                self.format.step(StreamStep::Text {
+                    index,
+                    text: &text,
+                    logprobs,
+                })
             }
             EngineEvent::Finished {
                 index,
                 reason,
                 text,
-            } => {
-                let first = self.first(index);
-                if let Some(calls) = self.calls.get_mut(index) {
-                    let pieces = calls.finish(&text);
-                    let reason = finish_reason(calls.called(), reason.as_str());
-                    let chunks = piece_chunks(
-                        &self.envelope,
-                        index,
-                        pieces,
-                        first,
-                        Value::Null,
-                        Some(reason),
-                    );
-                    self.queue.extend(chunks.iter().map(data));
-                } else {
-                    let chunk = self.envelope.chunk(
-                        index,
-                        &text,
-                        first,
-                        Some(reason.as_str()),
-                        Value::Null,
-                    );
-                    self.queue.push_back(data(&chunk));
-                }
+                stop_sequence,
+            } => self.format.step(StreamStep::Finished {
+                index,
+                text: &text,
+                reason,
+                stop_sequence: stop_sequence.as_deref(),
+            }),
+            EngineEvent::Done { usage } => {
+                self.done = true;
+                self.format.step(StreamStep::Done(&usage))
             }
-            EngineEvent::Done { usage } => self.finish(Some(usage)),
             EngineEvent::Error(failure) => {
-                let err = ApiError::from(failure);
-                self.queue.push_back(data(&err.body()));
-                self.finish(None);
+                self.done = true;
+                self.format
+                    .step(StreamStep::Failed(&ApiError::from(failure)))
             }
-        }
-    }
-
-    fn finish(&mut self, usage: Option<Usage>) {
-        if let (true, Some(u)) = (self.include_usage, usage) {
-            self.queue.push_back(data(&self.envelope.usage_chunk(&u)));
-        }
-        self.queue.push_back(Event::default().data("[DONE]"));
-        self.done = true;
+        };
+        self.queue.extend(events);
     }
 }
 
@@ -286,18 +251,13 @@ fn sse_stream(
     answer: Answer,
     rx: UnboundedReceiver<EngineEvent>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
+    let mut format = answer.format;
     let s = StreamState {
         state,
         rx,
         want_logprobs: answer.want_logprobs,
-        envelope: answer.envelope,
-        include_usage: answer.include_usage,
-        started: vec![false; answer.n],
-        calls: match &answer.tools {
-            Some(tools) => (0..answer.n).map(|_| tools.stream()).collect(),
-            None => Vec::new(),
-        },
-        queue: Default::default(),
+        queue: format.opening().into(),
+        format,
         done: false,
     };
     stream::unfold(s, |mut s| async move {
@@ -312,8 +272,9 @@ fn sse_stream(
                 Some(ev) => s.handle(ev),
                 None => {
                     let err = ApiError::internal("the engine stopped before the request finished");
-                    s.queue.push_back(data(&err.body()));
-                    s.finish(None);
+                    s.done = true;
+                    let events = s.format.step(StreamStep::Failed(&err));
+                    s.queue.extend(events);
                 }
             }
         }
@@ -322,7 +283,15 @@ fn sse_stream(
 
 pub fn endpoint_prefix(endpoint: Endpoint) -> &'static str {
     match endpoint {
-        Endpoint::Completion => "cmpl",
-        Endpoint::Chat => "chatcmpl",
+        Endpoint::Completion => "cmpl-",
+        Endpoint::Chat => "chatcmpl-",
     }
+}
+
+/// Seconds since the Unix epoch (the `created` of responses).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

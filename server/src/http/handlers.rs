@@ -5,15 +5,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::body::{parse_object, typed};
 use super::chat_messages::chat_messages;
+use super::completions_format::CompletionsFormat;
 use super::error::ApiError;
 use super::field_names::field_names;
-use super::generation::{
-    endpoint_prefix, epas_object, new_id, respond, submit, validate, Answer, Prepared,
-};
+use super::generation::{self, endpoint_prefix, epas_object, new_id, unix_now, Answer, Prepared};
 use super::params::{generation_params, Limits};
 use super::responses::{Endpoint, Envelope};
 use super::schema::*;
@@ -21,25 +20,6 @@ use super::state::{AppState, ResolvedModel};
 use super::structured_params::StructuredParams;
 use super::tool_calls::{ToolOutput, ToolParams, ToolPlan};
 use crate::engine::{GenerationParams, GenerationRequest, RequestConstraint};
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-async fn run(state: Arc<AppState>, prepared: Result<Prepared, ApiError>) -> Response {
-    let result = async {
-        let prepared = prepared?;
-        let ready = state.ready()?;
-        let request = validate(ready, prepared.request).await?;
-        let rx = submit(ready, request)?;
-        respond(state.clone(), prepared.answer, rx).await
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
-}
 
 /// What a request generates, besides its sampling parameters.
 struct Output {
@@ -58,17 +38,24 @@ fn prepared(
     resolved: ResolvedModel,
     params: GenerationParams,
 ) -> Prepared {
+    let include_usage = common
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
+    let want_logprobs = params.sampling.logprobs.is_some();
+    let envelope = envelope(endpoint, &common.model, state, epas_object(&resolved));
     let answer = Answer {
         stream: common.stream,
-        include_usage: common
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage),
-        envelope: envelope(endpoint, &common.model, state, epas_object(&resolved)),
+        format: Box::new(CompletionsFormat::new(
+            envelope,
+            params.n,
+            include_usage,
+            want_logprobs,
+            output.tools,
+        )),
         n: params.n,
-        want_logprobs: params.sampling.logprobs.is_some(),
+        want_logprobs,
         resolved,
-        tools: output.tools,
     };
     let request = GenerationRequest {
         prompt: output.prompt,
@@ -87,7 +74,7 @@ fn envelope(
 ) -> Envelope {
     Envelope {
         id: new_id(endpoint_prefix(endpoint)),
-        created: now(),
+        created: unix_now(),
         model: model
             .clone()
             .unwrap_or_else(|| state.config.served_model_name.clone()),
@@ -102,7 +89,7 @@ pub async fn completions(
     body: Bytes,
 ) -> Response {
     let prepared = prepare_completion(&state, &headers, &body);
-    run(state.clone(), prepared).await
+    generation::run(state.clone(), prepared, &[]).await
 }
 
 fn prepare_completion(
@@ -190,7 +177,7 @@ fn prepare_completion(
 
 pub async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let prepared = prepare_chat(&state, &headers, &body);
-    run(state.clone(), prepared).await
+    generation::run(state.clone(), prepared, &[]).await
 }
 
 fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepared, ApiError> {

@@ -1,7 +1,10 @@
 //! The OpenAI-compatible HTTP server (axum): routes, authentication, limits, graceful drain.
 
+mod answer_format;
+mod anthropic;
 mod body;
 mod chat_messages;
+mod completions_format;
 mod conversation;
 mod error;
 mod field_names;
@@ -9,6 +12,7 @@ mod generation;
 mod handlers;
 mod model_list;
 mod monitoring;
+mod openai_responses;
 mod params;
 mod playground;
 mod request_counting;
@@ -73,16 +77,18 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-/// Whether `headers` carry an accepted bearer key (always true when the server has none).
+/// Whether `headers` carry an accepted key, as a bearer token (OpenAI's clients) or in
+/// `x-api-key` (Anthropic's); always true when the server has none.
 fn authorized(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
     if state.config.api_keys.is_empty() {
         return true;
     }
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    matches!(given, Some(key) if state.config.api_keys.iter().any(|k| k == key))
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer =
+        header(axum::http::header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "));
+    let accepted =
+        |key: Option<&str>| key.is_some_and(|key| state.config.api_keys.iter().any(|k| k == key));
+    accepted(bearer) || accepted(header("x-api-key"))
 }
 
 async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -124,6 +130,9 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
     let protected = Router::new()
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(openai_responses::create))
         .route("/v1/models", get(model_list::models))
         .route("/tokenize", post(tokenizer_routes::tokenize))
         .route("/detokenize", post(tokenizer_routes::detokenize))
@@ -157,6 +166,7 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(middleware::from_fn(body_errors))
+        .layer(middleware::from_fn(anthropic::anthropic_errors))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             request_counting::count_generation_requests,
@@ -216,7 +226,7 @@ where
         let tokenizer = Arc::new(tokenizer);
         for ratio in [0.0, 0.25, 0.5, 0.75] {
             if let Ok(plan) = epas_model::SharingPlan::new(info.config.num_layers, ratio) {
-                let bytes = epas_model::kv_cache::kv_bytes_per_token(&info.config, &plan, kv_dtype);
+                let bytes = epas_model::kv_bytes_per_token(&info.config, &plan, kv_dtype);
                 metrics.init_ratio(plan.effective_ratio(), bytes);
             }
         }

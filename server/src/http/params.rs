@@ -1,6 +1,6 @@
 //! Validates the sampling fields shared by both endpoints into engine parameters.
 
-use epas_model::sampler::SamplingParams;
+use epas_model::SamplingParams;
 
 use super::error::ApiError;
 use super::schema::{CommonParams, Stop};

@@ -96,7 +96,7 @@ pub async fn info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
                     "sharing_ratio": p.effective_ratio(),
                     "source_layer": p.source_layer(),
                     "first_sharing_layer": p.first_sharing_layer(),
-                    "kv_cache_bytes_per_token": epas_model::kv_cache::kv_bytes_per_token(c, &p, kv_dtype),
+                    "kv_cache_bytes_per_token": epas_model::kv_bytes_per_token(c, &p, kv_dtype),
                     "allowed": k <= max_k,
                     "trained": k == 0 || trained_k.is_some_and(|t| k <= t),
                 })

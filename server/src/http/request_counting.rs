@@ -48,7 +48,7 @@ fn is_generation(request: &Request) -> bool {
     request.method() == Method::POST
         && matches!(
             request.uri().path(),
-            "/v1/completions" | "/v1/chat/completions"
+            "/v1/completions" | "/v1/chat/completions" | "/v1/messages" | "/v1/responses"
         )
 }
 

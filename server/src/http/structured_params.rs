@@ -61,13 +61,16 @@ enum Kind {
     Grammar,
 }
 
-fn object<'a>(field: &str, value: &'a Value) -> Result<&'a Map<String, Value>, ApiError> {
+pub(super) fn object<'a>(
+    field: &str,
+    value: &'a Value,
+) -> Result<&'a Map<String, Value>, ApiError> {
     value
         .as_object()
         .ok_or_else(|| ApiError::invalid(field, format!("{field} must be an object")))
 }
 
-fn refuse_unknown_keys(
+pub(super) fn refuse_unknown_keys(
     field: &str,
     map: &Map<String, Value>,
     known: &[&str],
@@ -108,47 +111,54 @@ fn response_format(value: &Value) -> Result<Option<RequestConstraint>, ApiError>
             refuse_unknown_keys(FIELD, map, &["type", "json_schema"])?;
             let inner_field = "response_format.json_schema";
             let inner = object(inner_field, map.get("json_schema").unwrap_or(&Value::Null))?;
-            refuse_unknown_keys(
-                inner_field,
-                inner,
-                &["name", "schema", "strict", "description"],
-            )?;
-            if let Some(name) = inner.get("name") {
-                let valid = name.as_str().is_some_and(|n| {
-                    !n.is_empty()
-                        && n.len() <= 64
-                        && n.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                });
-                if !valid {
-                    return Err(ApiError::invalid(
-                        "response_format.json_schema.name",
-                        "the name must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -",
-                    ));
-                }
-            }
-            let schema = match inner.get("schema") {
-                Some(schema @ (Value::Object(_) | Value::Bool(_))) => schema.clone(),
-                Some(_) => {
-                    return Err(ApiError::invalid(
-                        "response_format.json_schema.schema",
-                        "the schema must be a JSON Schema object",
-                    ))
-                }
-                None => {
-                    return Err(ApiError::invalid(
-                        "response_format.json_schema.schema",
-                        "response_format of type json_schema needs json_schema.schema",
-                    ))
-                }
-            };
-            done(OutputConstraint::JsonSchema(schema))
+            done(json_schema_output(inner_field, inner, &[])?)
         }
         other => Err(ApiError::invalid(
             "response_format.type",
             format!(
                 "response_format type {other:?} is not supported (text, json_object, json_schema)"
             ),
+        )),
+    }
+}
+
+/// The constraint of a `json_schema` format object at `at`: its `name`, `schema`, `strict`
+/// and `description`, and the keys in `also` (the Responses API puts `type` beside them).
+pub(super) fn json_schema_output(
+    at: &str,
+    map: &Map<String, Value>,
+    also: &[&str],
+) -> Result<OutputConstraint, ApiError> {
+    let known: Vec<&str> = ["name", "schema", "strict", "description"]
+        .into_iter()
+        .chain(also.iter().copied())
+        .collect();
+    refuse_unknown_keys(at, map, &known)?;
+    if let Some(name) = map.get("name") {
+        let valid = name.as_str().is_some_and(|n| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+        if !valid {
+            return Err(ApiError::invalid(
+                format!("{at}.name"),
+                "the name must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -",
+            ));
+        }
+    }
+    match map.get("schema") {
+        Some(schema @ (Value::Object(_) | Value::Bool(_))) => {
+            Ok(OutputConstraint::JsonSchema(schema.clone()))
+        }
+        Some(_) => Err(ApiError::invalid(
+            format!("{at}.schema"),
+            "the schema must be a JSON Schema object",
+        )),
+        None => Err(ApiError::invalid(
+            format!("{at}.schema"),
+            format!("a json_schema format needs {at}.schema"),
         )),
     }
 }

@@ -1,8 +1,8 @@
 //! The KV blocks a scheduler hands out: the pool, and the prefix cache whose unused entries are
 //! freed on demand.
 
-use epas_model::paged::{BlockPool, BlockSet, PagedSequence, PrefixCache};
 use epas_model::SharingPlan;
+use epas_model::{BlockPool, BlockSet, PagedSequence, PrefixCache};
 
 pub(crate) struct KvSpace {
     pool: BlockPool,

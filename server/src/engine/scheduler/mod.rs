@@ -22,8 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use epas_model::paged::{BlockPool, PagedSequence, PrefixCache};
-use epas_model::sampler::Sampler;
+use epas_model::{BlockPool, PagedSequence, PrefixCache, Sampler};
 use epas_model::{IncrementalDecoder, KvCache, Logits, TextTokenizer};
 use llguidance::Matcher;
 
@@ -226,11 +225,17 @@ impl Scheduler {
         self.kv.make_room(needed) && self.running[slot].cache.reserve(tokens).is_ok()
     }
 
-    /// Reserves room for `tokens` more positions only from free blocks (drafts never evict or
-    /// preempt).
+    /// Reserves room for `tokens` more positions only from free blocks that the sequences
+    /// after `slot` do not need for their own next tokens (drafts never evict, preempt, or
+    /// leave a later sequence without room).
     fn grow_into_free(&mut self, slot: usize, tokens: usize) -> bool {
+        let later: usize = self.running[slot + 1..]
+            .iter()
+            .map(|r| r.cache.blocks_needed(r.pending()))
+            .sum();
         let cache = &mut self.running[slot].cache;
-        cache.blocks_needed(tokens) <= self.kv.free_blocks() && cache.reserve(tokens).is_ok()
+        cache.blocks_needed(tokens) + later <= self.kv.free_blocks()
+            && cache.reserve(tokens).is_ok()
     }
 
     /// Tokens to draft for sequence `slot` running `chunk` tokens this step: a decode step of a
@@ -466,7 +471,7 @@ impl Scheduler {
     fn accept(
         &mut self,
         slot: usize,
-        sampled: epas_model::sampler::Sampled,
+        sampled: epas_model::Sampled,
         now: Instant,
     ) -> Option<FinishReason> {
         let seq = &mut self.running[slot].seq;
@@ -509,6 +514,7 @@ impl Scheduler {
                 index: seq.id.index,
                 reason,
                 text,
+                stop_sequence: seq.stop.matched().map(str::to_owned),
             },
         });
         let Some(record) = self.requests.get_mut(&id) else {

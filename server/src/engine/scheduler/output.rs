@@ -1,12 +1,11 @@
 //! A sampled token becomes stream output: detokenized text, stop strings and tokens, length
 //! limits, and the text held back until a choice ends.
 
-use epas_model::sampler::Sampled;
+use epas_model::Sampled;
 use epas_model::{IncrementalDecoder, TextTokenizer};
 
 use super::sequence::Sequence;
 use crate::engine::request::{EngineEvent, FinishReason, TokenLogprobs};
-use crate::engine::stop::StopMatcher;
 
 /// What one sampled token produced for its sequence.
 pub(crate) struct TokenOutcome {
@@ -45,8 +44,8 @@ pub(crate) fn accept_token(
         }),
     };
     let finish = if check.stopped {
-        // Nothing after a stop string is emitted, not even text held back.
-        seq.stop = StopMatcher::default();
+        // Nothing after a stop string is emitted, not even text held back (the stop matcher
+        // emits nothing more once it matched).
         seq.decoder = IncrementalDecoder::new();
         Some(FinishReason::Stop)
     } else if seq.generated() >= max_tokens {

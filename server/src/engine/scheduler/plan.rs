@@ -3,9 +3,7 @@
 
 use std::ops::Range;
 
-use epas_model::paged::PagedSequence;
-use epas_model::sampler::{Sampled, Sampler};
-use epas_model::Logits;
+use epas_model::{Logits, PagedSequence, Sampled, Sampler};
 use llguidance::Matcher;
 
 use super::sequence::SeqId;

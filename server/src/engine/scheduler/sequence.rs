@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use epas_model::paged::PagedSequence;
-use epas_model::sampler::Sampler;
+use epas_model::PagedSequence;
+use epas_model::Sampler;
 use epas_model::{IncrementalDecoder, KvCache, SharingPlan};
 use llguidance::Matcher;
 

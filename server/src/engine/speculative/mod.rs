@@ -1,7 +1,8 @@
 //! Speculative decoding without a draft model: a sequence's next tokens are guessed by prompt
 //! lookup ([`ngram`]), checked in the same forward as its real next token, and kept as far as
-//! the model agrees (greedy: exactly its argmax; sampled: by rejection sampling, which keeps the
-//! model's distribution). A sequence whose guesses keep failing pauses guessing.
+//! the model agrees: each position samples as without drafts and keeps the drafted token when it
+//! sampled that token, so output (even seeded sampled output) is what decoding without drafts
+//! gives. A sequence whose guesses keep failing pauses guessing.
 
 pub(crate) mod ngram;
 

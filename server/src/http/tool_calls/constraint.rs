@@ -80,8 +80,7 @@ mod tests {
     fn compiler() -> &'static (Arc<TextTokenizer>, ConstraintCompiler) {
         static C: OnceLock<(Arc<TextTokenizer>, ConstraintCompiler)> = OnceLock::new();
         C.get_or_init(|| {
-            let (_, tokenizer) =
-                epas_model::builtin::load_builtin(&candle_core::Device::Cpu).unwrap();
+            let (_, tokenizer) = epas_builtin::load_builtin(&candle_core::Device::Cpu).unwrap();
             let tokenizer = Arc::new(tokenizer);
             let vocab = tokenizer.inner().get_vocab_size(true);
             (tokenizer.clone(), ConstraintCompiler::new(tokenizer, vocab))

@@ -10,7 +10,7 @@
 //! any other (SmolLM2's plain ChatML) gets them written into the prompt in the Hermes convention
 //! ([`TemplateTools::Prompted`]).
 
-use epas_model::python_json;
+use epas_model::python_json_string;
 use serde_json::Value;
 
 use super::tools::FunctionCall;
@@ -24,7 +24,7 @@ pub(crate) enum Convention {
 impl Convention {
     /// The text of a call of `name` before its arguments object.
     pub fn call_prefix(self, name: &str) -> String {
-        let name = python_json::to_string(name, None, false).expect("a string serialises");
+        let name = python_json_string(name, None, false).expect("a string serialises");
         match self {
             Self::Hermes => format!("<tool_call>\n{{\"name\": {name}, \"arguments\": "),
             Self::Llama3Json => format!("{{\"name\": {name}, \"parameters\": "),
@@ -54,7 +54,7 @@ impl Convention {
             .map(|c| {
                 let arguments = serde_json::from_str::<Value>(&c.arguments)
                     .ok()
-                    .and_then(|v| python_json::to_string(&v, None, false).ok())
+                    .and_then(|v| python_json_string(&v, None, false).ok())
                     .unwrap_or_else(|| c.arguments.clone());
                 format!(
                     "{}{arguments}{}",

@@ -5,7 +5,7 @@
 //! assistant's turn, and tool results in `<tool_response>` tags in a user turn (one turn for
 //! consecutive results, so templates that want user and assistant turns to alternate accept it).
 
-use epas_model::{python_json, TextTokenizer};
+use epas_model::{python_json_string, TextTokenizer};
 use serde_json::{json, Map, Value};
 
 use super::super::conversation::Turn;
@@ -96,7 +96,7 @@ fn prompted_messages(turns: &[Turn], tools: Option<&[FunctionTool]>) -> Vec<Valu
 fn tools_block(tools: &[FunctionTool]) -> String {
     let listed: Vec<String> = tools
         .iter()
-        .map(|t| python_json::to_string(&t.template_json(), None, false).expect("JSON serialises"))
+        .map(|t| python_json_string(&t.template_json(), None, false).expect("JSON serialises"))
         .collect();
     format!(
         "# Tools\n\n\
@@ -117,7 +117,7 @@ mod tests {
 
     /// The built-in model's tokenizer with `template`.
     fn tokenizer(template: &str) -> TextTokenizer {
-        let (_, mut t) = epas_model::builtin::load_builtin(&candle_core::Device::Cpu).unwrap();
+        let (_, mut t) = epas_builtin::load_builtin(&candle_core::Device::Cpu).unwrap();
         t.chat_template = Some(template.into());
         t
     }

@@ -3,7 +3,7 @@
 //! is known in advance and does not depend on the batch), fails every batch holding a poisoned
 //! token, and panics on another.
 
-use epas_model::paged::BlockPool;
+use epas_model::BlockPool;
 use epas_model::{KvDtype, Logits, ModelError, SequenceStep};
 
 use crate::engine::StepModel;

@@ -27,7 +27,7 @@ pub(super) const LAYERS: usize = 4;
 fn tokenizer() -> Arc<TextTokenizer> {
     static T: OnceLock<Arc<TextTokenizer>> = OnceLock::new();
     T.get_or_init(|| {
-        let (_, t) = epas_model::builtin::load_builtin(&candle_core::Device::Cpu).unwrap();
+        let (_, t) = epas_builtin::load_builtin(&candle_core::Device::Cpu).unwrap();
         Arc::new(t)
     })
     .clone()

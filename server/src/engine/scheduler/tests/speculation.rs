@@ -156,3 +156,60 @@ fn a_request_can_opt_out_and_a_large_batch_does_not_draft() {
         "three running sequences exceed max_batch 2"
     );
 }
+
+#[test]
+fn seeded_sampled_output_is_the_same_with_and_without_drafts() {
+    // The fake model puts about a third of the probability on its prediction at temperature 1,
+    // so drafts are both kept and rejected; a seed must give the same text either way (and so
+    // whatever else runs beside it decides nothing).
+    let requests: Vec<_> = (0..4)
+        .map(|i| {
+            let mut r = request(prompt(6 + i, i as u32), [0.0, 0.5][i % 2], 50, 1);
+            r.params.sampling.temperature = 1.0;
+            r.params.sampling.seed = 100 + i as u64;
+            r
+        })
+        .collect();
+    let (plain, drafted) = both(&requests, true, 4);
+    let (made, kept) = drafted_and_kept(&drafted);
+    assert!(
+        made > 0 && kept > 0 && kept < made,
+        "{made} drafted, {kept} kept"
+    );
+    assert!(per_choice(&drafted) == per_choice(&plain));
+}
+
+#[test]
+fn drafts_never_take_the_blocks_later_sequences_need() {
+    // A pool just large enough for three sequences that grow together: a draft that takes the
+    // last free blocks would force a later sequence out (preempted, prefilled again).
+    // Repeated prompt text makes drafts; the position-dependent model rejects most of them.
+    let requests: Vec<_> = (0..3)
+        .map(|i| {
+            let mut p = prompt(10, i as u32);
+            p.extend(p.clone());
+            p.extend(p.clone());
+            request(p, 0.0, 80, 1)
+        })
+        .collect();
+    for blocks in (480..=760).step_by(8) {
+        let run = |cfg: EngineConfig| {
+            let mut h = Harness::with_model(cfg, blocks, false);
+            for r in &requests {
+                h.submit(r.clone()).unwrap();
+            }
+            h.run_until_idle(2000);
+            h
+        };
+        let plain = run(config(8, 64));
+        let drafted = run(speculative(config(8, 64), 4));
+        assert!(per_choice(&drafted) == per_choice(&plain));
+        assert!(drafted_and_kept(&drafted).0 > 0);
+        assert!(
+            drafted.scheduler.counts().preemptions <= plain.scheduler.counts().preemptions,
+            "{blocks} blocks: {} preemptions with drafts, {} without",
+            drafted.scheduler.counts().preemptions,
+            plain.scheduler.counts().preemptions
+        );
+    }
+}
