@@ -7,6 +7,7 @@
 
 mod attention;
 mod attention_kernels;
+mod chat_template;
 mod config;
 mod device_forward;
 mod error;
@@ -23,6 +24,7 @@ mod linear;
 mod load;
 mod model;
 mod paged;
+mod python_json;
 mod quantize;
 mod rope;
 mod rope_scaling;
@@ -49,6 +51,8 @@ pub use load::{
 };
 pub use model::{Backend, EpasLlama, Logits, SequenceStep, SharedAttention};
 pub use paged::{BlockPool, BlockSet, PagedSequence, PoolStats, PrefixCache, PrefixStats};
+/// JSON written as Python's `json.dumps` writes it (what chat templates' `tojson` gives).
+pub use python_json::to_string as python_json_string;
 pub use quantize::{GgufQuant, QuantScheme};
 pub use rope::RopeTable;
 pub use rope_scaling::{Llama3Scaling, RopeScaling};

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
+use crate::chat_template;
 use crate::error::{ModelError, Result};
 
 /// One chat message as OpenAI clients send it.
@@ -91,36 +92,41 @@ impl TextTokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
+        let messages =
+            serde_json::to_value(messages).map_err(|e| ModelError::ChatTemplate(e.to_string()))?;
+        self.render_chat_template(&messages, None, add_generation_prompt)
+    }
+
+    /// Renders `messages` (a JSON list of message objects, with whatever fields the template
+    /// reads: `tool_calls`, `tool_call_id`...) with the model's chat template. `tools`, when
+    /// given, is passed as the template's `tools` variable; otherwise the variable is undefined,
+    /// as templates written for Hugging Face's `apply_chat_template` expect.
+    pub fn render_chat_template(
+        &self,
+        messages: &serde_json::Value,
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
             .ok_or_else(|| ModelError::ChatTemplate("the model has no chat template".into()))?;
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template("chat", template)
-            .map_err(|e| ModelError::ChatTemplate(e.to_string()))?;
         let special = |id: Option<u32>| {
             id.and_then(|i| self.inner.id_to_token(i))
                 .unwrap_or_default()
         };
-        let ctx = minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => special(self.bos_token),
-            eos_token => special(self.eos_tokens.first().copied()),
-        };
-        env.get_template("chat")
-            .and_then(|t| t.render(ctx))
-            .map_err(|e| ModelError::ChatTemplate(e.to_string()))
+        let mut context = serde_json::Map::new();
+        context.insert("messages".into(), messages.clone());
+        context.insert("add_generation_prompt".into(), add_generation_prompt.into());
+        context.insert("bos_token".into(), special(self.bos_token).into());
+        context.insert(
+            "eos_token".into(),
+            special(self.eos_tokens.first().copied()).into(),
+        );
+        if let Some(tools) = tools {
+            context.insert("tools".into(), tools.clone());
+        }
+        chat_template::render(template, &context)
     }
 }
 

@@ -36,6 +36,9 @@ pub use request::{
 pub use speculative::SpeculativeConfig;
 pub use state::{EngineSnapshot, EngineState};
 pub use stop::{StopCheck, StopMatcher};
+pub(crate) use structured::with_bounded_whitespace;
+#[cfg(test)]
+pub(crate) use structured::ConstraintCompiler;
 pub use structured::{OutputConstraint, RequestConstraint};
 pub use validate::{InvalidRequest, RequestLimits, ValidRequest};
 

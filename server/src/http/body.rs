@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::schema::UnknownFields;
 
 /// Parses `body` as a JSON object whose keys are all in `allowed`, then as `T`.
 pub fn parse<T: DeserializeOwned>(
@@ -66,4 +67,16 @@ pub fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiErr
         }
         err
     })
+}
+
+/// Refuses the first key of `unknown` (the fields a typed object did not declare), named under
+/// `at`.
+pub fn refuse_unknown(unknown: &UnknownFields, at: &str) -> Result<(), ApiError> {
+    match unknown.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(ApiError::unsupported_field(
+            format!("{at}.{key}"),
+            format!("unsupported field `{key}`"),
+        )),
+    }
 }

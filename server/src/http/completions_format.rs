@@ -1,11 +1,13 @@
 //! The answers of `/v1/completions` and `/v1/chat/completions`: OpenAI's response and chunks,
-//! `data: [DONE]` at the end of a stream, the usage chunk when asked for.
+//! `data: [DONE]` at the end of a stream, the usage chunk when asked for. A chat request with
+//! tools has each choice's text read for calls (`tool_calls` in the message or the deltas).
 
 use axum::response::sse::Event;
 use serde_json::Value;
 
 use super::answer_format::{sse_event, AnswerFormat, ChoiceOutput, StreamStep};
 use super::responses::Envelope;
+use super::tool_calls::{answer_choice, finish_reason, piece_chunks, CallStream, ToolOutput};
 use crate::engine::Usage;
 
 pub struct CompletionsFormat {
@@ -15,15 +17,31 @@ pub struct CompletionsFormat {
     want_logprobs: bool,
     /// Whether each choice has sent its first chunk.
     started: Vec<bool>,
+    /// How the text is read for tool calls (`None`: it is not).
+    tools: Option<ToolOutput>,
+    /// Each choice's streamed text read for calls (empty without tools).
+    calls: Vec<CallStream>,
 }
 
 impl CompletionsFormat {
-    pub fn new(envelope: Envelope, n: usize, include_usage: bool, want_logprobs: bool) -> Self {
+    pub fn new(
+        envelope: Envelope,
+        n: usize,
+        include_usage: bool,
+        want_logprobs: bool,
+        tools: Option<ToolOutput>,
+    ) -> Self {
+        let calls = match &tools {
+            Some(tools) => (0..n).map(|_| tools.stream()).collect(),
+            None => Vec::new(),
+        };
         Self {
             envelope,
             include_usage,
             want_logprobs,
             started: vec![false; n],
+            tools,
+            calls,
         }
     }
 
@@ -54,6 +72,11 @@ impl AnswerFormat for CompletionsFormat {
                     _ => Value::Null,
                 };
                 let first = self.first(index);
+                if let Some(calls) = self.calls.get_mut(index) {
+                    let pieces = calls.push(text);
+                    let chunks = piece_chunks(&self.envelope, index, pieces, first, lp, None);
+                    return chunks.iter().map(|c| sse_event(None, c)).collect();
+                }
                 if text.is_empty() && !first && lp.is_null() {
                     return Vec::new();
                 }
@@ -67,6 +90,19 @@ impl AnswerFormat for CompletionsFormat {
                 ..
             } => {
                 let first = self.first(index);
+                if let Some(calls) = self.calls.get_mut(index) {
+                    let pieces = calls.finish(text);
+                    let reason = finish_reason(calls.called(), reason.as_str());
+                    let chunks = piece_chunks(
+                        &self.envelope,
+                        index,
+                        pieces,
+                        first,
+                        Value::Null,
+                        Some(reason),
+                    );
+                    return chunks.iter().map(|c| sse_event(None, c)).collect();
+                }
                 let chunk =
                     self.envelope
                         .chunk(index, text, first, Some(reason.as_str()), Value::Null);
@@ -92,7 +128,10 @@ impl AnswerFormat for CompletionsFormat {
                 } else {
                     Value::Null
                 };
-                env.choice(i, &c.text, c.finish.as_str(), lp)
+                match &self.tools {
+                    Some(tools) => answer_choice(env, i, tools, &c.text, c.finish.as_str(), lp),
+                    None => env.choice(i, &c.text, c.finish.as_str(), lp),
+                }
             })
             .collect();
         env.response(choices, usage)

@@ -121,8 +121,6 @@ mod tests {
                 "max_completion_tokens",
                 "logprobs",
                 "top_logprobs",
-                "tools",
-                "tool_choice",
             ]
         );
         assert_eq!(

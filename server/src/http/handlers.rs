@@ -18,18 +18,26 @@ use super::responses::{Endpoint, Envelope};
 use super::schema::*;
 use super::state::{AppState, ResolvedModel};
 use super::structured_params::StructuredParams;
-use crate::engine::{GenerationParams, GenerationRequest};
+use super::tool_calls::{ToolOutput, ToolParams, ToolPlan};
+use crate::engine::{GenerationParams, GenerationRequest, RequestConstraint};
+
+/// What a request generates, besides its sampling parameters.
+struct Output {
+    prompt: Vec<u32>,
+    constraint: Option<RequestConstraint>,
+    /// How a chat answer is read for tool calls.
+    tools: Option<ToolOutput>,
+}
 
 /// The request the engine will validate, and the shape of its answer.
 fn prepared(
     state: &AppState,
     endpoint: Endpoint,
     common: &CommonParams,
-    structured: &StructuredParams,
-    prompt: Vec<u32>,
+    output: Output,
     resolved: ResolvedModel,
     params: GenerationParams,
-) -> Result<Prepared, ApiError> {
+) -> Prepared {
     let include_usage = common
         .stream_options
         .as_ref()
@@ -43,18 +51,19 @@ fn prepared(
             params.n,
             include_usage,
             want_logprobs,
+            output.tools,
         )),
         n: params.n,
         want_logprobs,
         resolved,
     };
     let request = GenerationRequest {
-        prompt,
+        prompt: output.prompt,
         plan: resolved.plan,
         params,
-        constraint: structured.constraint()?,
+        constraint: output.constraint,
     };
-    Ok(Prepared { request, answer })
+    Prepared { request, answer }
 }
 
 fn envelope(
@@ -151,15 +160,19 @@ fn prepare_completion(
         logprobs,
     };
     let params = generation_params(&common, &state.config, limits)?;
-    prepared(
+    let output = Output {
+        prompt: ids,
+        constraint: structured.constraint()?,
+        tools: None,
+    };
+    Ok(prepared(
         state,
         Endpoint::Completion,
         &common,
-        &structured,
-        ids,
+        output,
         resolved,
         params,
-    )
+    ))
 }
 
 pub async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -175,26 +188,19 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
             field_names::<CommonParams>(),
             field_names::<ChatRequest>(),
             field_names::<StructuredParams>(),
+            field_names::<ToolParams>(),
         ],
     )?;
     let common: CommonParams = typed(&value)?;
     let structured: StructuredParams = typed(&value)?;
     let req: ChatRequest = typed(&value)?;
+    let tool_params: ToolParams = typed(&value)?;
     let ready = state.ready()?;
-    if req.tools.is_some() || req.tool_choice.is_some() {
-        let param = if req.tools.is_some() {
-            "tools"
-        } else {
-            "tool_choice"
-        };
-        return Err(ApiError::invalid(param, "tool calls are not supported"));
-    }
+    let tools = ToolPlan::new(tool_params.request()?, &ready.tokenizer);
+    let constraint = tools.constraint(structured.constraint()?)?;
     let resolved = state.resolve(ready, common.model.as_deref(), common.sharing_ratio)?;
-    let messages = chat_messages(&req.messages)?;
-    let text = ready
-        .tokenizer
-        .apply_chat_template(&messages, true)
-        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let turns = chat_messages(&req.messages)?;
+    let text = tools.prompt(&ready.tokenizer, &turns, true)?;
     let ids = ready
         .tokenizer
         .encode(&text)
@@ -233,13 +239,17 @@ fn prepare_chat(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<P
         logprobs,
     };
     let params = generation_params(&common, &state.config, limits)?;
-    prepared(
+    let output = Output {
+        prompt: ids,
+        constraint,
+        tools: tools.output(),
+    };
+    Ok(prepared(
         state,
         Endpoint::Chat,
         &common,
-        &structured,
-        ids,
+        output,
         resolved,
         params,
-    )
+    ))
 }

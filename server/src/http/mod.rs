@@ -5,6 +5,7 @@ mod anthropic;
 mod body;
 mod chat_messages;
 mod completions_format;
+mod conversation;
 mod error;
 mod field_names;
 mod generation;
@@ -21,6 +22,7 @@ mod shutdown;
 mod state;
 mod structured_params;
 mod tokenizer_routes;
+mod tool_calls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

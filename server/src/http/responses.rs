@@ -45,15 +45,35 @@ impl Envelope {
             }),
             Endpoint::Chat => {
                 let mut delta = serde_json::Map::new();
-                if first {
-                    delta.insert("role".into(), json!("assistant"));
-                }
                 if !text.is_empty() || (first && finish.is_none()) {
                     delta.insert("content".into(), json!(text));
                 }
-                json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+                return self.delta_chunk(index, delta, first, finish, logprobs);
             }
         };
+        self.chunk_of(choice)
+    }
+
+    /// A chat stream chunk whose choice has `delta` (the role is added to the first).
+    pub fn delta_chunk(
+        &self,
+        index: usize,
+        delta: serde_json::Map<String, Value>,
+        first: bool,
+        finish: Option<&str>,
+        logprobs: Value,
+    ) -> Value {
+        let mut full = serde_json::Map::new();
+        if first {
+            full.insert("role".into(), json!("assistant"));
+        }
+        full.extend(delta);
+        self.chunk_of(json!({
+            "index": index, "delta": full, "logprobs": logprobs, "finish_reason": finish,
+        }))
+    }
+
+    fn chunk_of(&self, choice: Value) -> Value {
         json!({
             "id": self.id, "object": self.object(true), "created": self.created,
             "model": self.model, "choices": [choice], "epas": self.epas,
@@ -81,13 +101,24 @@ impl Envelope {
             Endpoint::Completion => json!({
                 "index": index, "text": text, "logprobs": logprobs, "finish_reason": finish,
             }),
-            Endpoint::Chat => json!({
-                "index": index,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": logprobs,
-                "finish_reason": finish,
-            }),
+            Endpoint::Chat => self.message_choice(
+                index,
+                json!({"role": "assistant", "content": text}),
+                finish,
+                logprobs,
+            ),
         }
+    }
+
+    /// A chat choice with `message`.
+    pub fn message_choice(
+        &self,
+        index: usize,
+        message: Value,
+        finish: &str,
+        logprobs: Value,
+    ) -> Value {
+        json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
     }
 }
 

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::field_names::field_names;
 use super::schema::*;
 use super::state::AppState;
+use super::tool_calls::render_prompt;
 
 pub async fn tokenize(
     State(state): State<Arc<AppState>>,
@@ -25,10 +26,12 @@ pub async fn tokenize(
     state.resolve(ready, req.model.as_deref(), None)?;
     let text = match (&req.prompt, &req.messages) {
         (Some(p), None) => p.clone(),
-        (None, Some(m)) => ready
-            .tokenizer
-            .apply_chat_template(&chat_messages(m)?, req.add_generation_prompt)
-            .map_err(|e| ApiError::invalid("messages", e.to_string()))?,
+        (None, Some(m)) => render_prompt(
+            &ready.tokenizer,
+            &chat_messages(m)?,
+            None,
+            req.add_generation_prompt,
+        )?,
         _ => return Err(ApiError::bad_request("send either `prompt` or `messages`")),
     };
     let tokens = ready

@@ -55,7 +55,7 @@ impl OutputConstraint {
 /// that sets its own llguidance options (`x-guidance`) keeps them.
 const JSON_WHITESPACE: &str = r"[\x20\x0A\x0D\x09]{1,20}";
 
-fn with_bounded_whitespace(schema: Value) -> Value {
+pub(crate) fn with_bounded_whitespace(schema: Value) -> Value {
     let mut schema = match schema {
         Value::Bool(true) => json!({}),
         other => other,

@@ -4,7 +4,7 @@
 
 use epas_model::ChatMessage;
 
-use super::super::chat_messages::refuse_unknown;
+use super::super::body::refuse_unknown;
 use super::super::error::ApiError;
 use super::request::{Content, ContentBlock, InputMessage};
 use super::tools::refuse_tool_block;

@@ -1,58 +1,55 @@
 //! Chat messages checked as OpenAI checks them (roles, the content each role needs, the fields
-//! that belong to each role, tool messages answering tool calls), then turned into the text
-//! turns the chat template renders. Every refusal is a 400 whose `param` names the field.
+//! that belong to each role, tool messages answering tool calls), then turned into the turns the
+//! chat template renders. Every refusal is a 400 whose `param` names the field.
 
 mod content;
 mod role;
 mod tool_calls;
 
-use epas_model::ChatMessage;
-
+use super::body::refuse_unknown;
+use super::conversation::Turn;
 use super::error::ApiError;
-use super::schema::{Message, UnknownFields};
+use super::schema::Message;
 use content::{assistant_text, required_text};
 use role::Role;
-use tool_calls::{call_ids, PendingCalls};
+use tool_calls::{checked_calls, PendingCalls};
 
 #[cfg(test)]
 mod tests;
 
-/// The turns of `messages` as plain text, or the first thing OpenAI would refuse (or this
-/// server cannot render yet, such as tool calls).
-pub fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
+/// The turns of `messages`, or the first thing OpenAI would refuse.
+pub fn chat_messages(messages: &[Message]) -> Result<Vec<Turn>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages must not be empty"));
     }
-    let mut calls = PendingCalls::default();
+    let mut pending = PendingCalls::default();
     let mut turns = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         let at = format!("messages[{i}]");
         let role = Role::of(m, &at)?;
         check_fields(m, role, &at)?;
-        let text = match role {
+        let mut turn = Turn::text(role.template_name(), String::new());
+        match role {
             Role::Assistant => {
-                calls.all_answered()?;
-                let ids = call_ids(m.tool_calls.as_deref().unwrap_or_default(), &at)?;
-                let text = assistant_text(m, !ids.is_empty(), &at)?;
-                calls.open(i, ids);
-                text
+                pending.all_answered()?;
+                let calls = checked_calls(m.tool_calls.as_deref().unwrap_or_default(), &at)?;
+                turn.content = assistant_text(m, !calls.is_empty(), &at)?;
+                pending.open(i, calls.iter().map(|c| c.id.clone()).collect());
+                turn.tool_calls = calls;
             }
             Role::Tool => {
-                calls.answer(m.tool_call_id.as_deref(), &at)?;
-                required_text(m, role, &at)?
+                pending.answer(m.tool_call_id.as_deref(), &at)?;
+                turn.content = required_text(m, role, &at)?;
+                turn.tool_call_id = m.tool_call_id.clone();
             }
             _ => {
-                calls.all_answered()?;
-                required_text(m, role, &at)?
+                pending.all_answered()?;
+                turn.content = required_text(m, role, &at)?;
             }
-        };
-        turns.push(ChatMessage {
-            role: role.template_name().to_string(),
-            content: text,
-        });
+        }
+        turns.push(turn);
     }
-    calls.all_answered()?;
-    calls.refuse_any()?;
+    pending.all_answered()?;
     Ok(turns)
 }
 
@@ -90,15 +87,4 @@ fn check_fields(m: &Message, role: Role, at: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// Refuses the first key of `unknown`, named under `at`.
-pub(super) fn refuse_unknown(unknown: &UnknownFields, at: &str) -> Result<(), ApiError> {
-    match unknown.keys().next() {
-        None => Ok(()),
-        Some(key) => Err(ApiError::unsupported_field(
-            format!("{at}.{key}"),
-            format!("unsupported field `{key}`"),
-        )),
-    }
 }

@@ -3,9 +3,10 @@ use serde_json::{json, Value};
 use super::*;
 use crate::http::body::typed;
 use crate::http::schema::ChatRequest;
+use crate::http::tool_calls::FunctionCall;
 
 /// Reads `messages` the way the chat endpoint does (types first, then the checks).
-fn check(messages: Value) -> Result<Vec<ChatMessage>, ApiError> {
+fn check(messages: Value) -> Result<Vec<Turn>, ApiError> {
     let request: ChatRequest = typed(&json!({ "messages": messages }))?;
     chat_messages(&request.messages)
 }
@@ -30,7 +31,7 @@ fn turns(messages: Value) -> Vec<(String, String)> {
     check(messages)
         .unwrap()
         .into_iter()
-        .map(|m| (m.role, m.content))
+        .map(|m| (m.role.to_string(), m.content))
         .collect()
 }
 
@@ -241,14 +242,45 @@ fn tool_messages_need_an_id_that_answers_the_preceding_tool_calls() {
 }
 
 #[test]
-fn tool_calls_are_checked_then_refused_as_not_supported_yet() {
+fn tool_calls_and_their_answers_become_turns() {
+    let user = json!({"role": "user", "content": "q"});
+    let answer =
+        |id: &str, content: &str| json!({"role": "tool", "tool_call_id": id, "content": content});
+    let calls = json!({"role": "assistant", "content": "Looking.", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}},
+        {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]});
+    let got = check(json!([user, calls, answer("c2", "two"), answer("c1", "one"), {"role": "user", "content": "more"}])).unwrap();
+    let call = |id: &str, name: &str, arguments: &str| FunctionCall {
+        id: id.into(),
+        name: name.into(),
+        arguments: arguments.into(),
+    };
+    let tool = |id: &str, content: &str| Turn {
+        tool_call_id: Some(id.into()),
+        ..Turn::text("tool", content)
+    };
+    assert_eq!(
+        got,
+        vec![
+            Turn::text("user", "q"),
+            Turn {
+                tool_calls: vec![call("c1", "f", "{\"a\": 1}"), call("c2", "g", "{}")],
+                ..Turn::text("assistant", "Looking.")
+            },
+            tool("c2", "two"),
+            tool("c1", "one"),
+            Turn::text("user", "more"),
+        ]
+    );
+    let content_free = check(json!([user, called(&["c1"]), answer("c1", "1")])).unwrap();
+    assert_eq!(content_free[1].content, "");
+    assert_eq!(content_free[1].tool_calls.len(), 1);
+}
+
+#[test]
+fn malformed_tool_calls_are_refused_by_field() {
     let user = json!({"role": "user", "content": "q"});
     let answer = |id: &str| json!({"role": "tool", "tool_call_id": id, "content": "1"});
-    refused(
-        json!([user, called(&["c1", "c2"]), answer("c2"), answer("c1"), {"role": "user", "content": "more"}]),
-        "messages[1].tool_calls",
-        "not supported yet",
-    );
     let call =
         |call: Value| json!([user, {"role": "assistant", "tool_calls": [call]}, answer("c1")]);
     refused(

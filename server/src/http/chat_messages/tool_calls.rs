@@ -5,11 +5,12 @@ use std::collections::HashSet;
 
 use super::super::error::ApiError;
 use super::super::schema::ToolCall;
+use super::super::tool_calls::FunctionCall;
 use super::refuse_unknown;
 
-/// The ids of `calls` (an assistant message's, at `at`), refusing malformed calls.
-pub(super) fn call_ids(calls: &[ToolCall], at: &str) -> Result<Vec<String>, ApiError> {
-    let mut ids = Vec::with_capacity(calls.len());
+/// The calls of an assistant message (at `at`), refusing malformed ones.
+pub(super) fn checked_calls(calls: &[ToolCall], at: &str) -> Result<Vec<FunctionCall>, ApiError> {
+    let mut checked = Vec::with_capacity(calls.len());
     let mut seen = HashSet::new();
     for (j, call) in calls.iter().enumerate() {
         let at = format!("{at}.tool_calls[{j}]");
@@ -37,14 +38,19 @@ pub(super) fn call_ids(calls: &[ToolCall], at: &str) -> Result<Vec<String>, ApiE
             .ok_or_else(|| required(&at, "function"))?;
         let at_function = format!("{at}.function");
         refuse_unknown(&function.unknown, &at_function)?;
-        non_empty(function.name.as_deref()).ok_or_else(|| required(&at_function, "name"))?;
-        function
+        let name =
+            non_empty(function.name.as_deref()).ok_or_else(|| required(&at_function, "name"))?;
+        let arguments = function
             .arguments
             .as_ref()
             .ok_or_else(|| required(&at_function, "arguments"))?;
-        ids.push(id.to_string());
+        checked.push(FunctionCall {
+            id: id.to_string(),
+            name: name.to_string(),
+            arguments: arguments.clone(),
+        });
     }
-    Ok(ids)
+    Ok(checked)
 }
 
 fn non_empty(s: Option<&str>) -> Option<&str> {
@@ -60,15 +66,12 @@ fn required(at: &str, field: &str) -> ApiError {
 pub(super) struct PendingCalls {
     /// The assistant message's index and its unanswered call ids.
     open: Option<(usize, Vec<String>)>,
-    /// The first assistant message that calls tools.
-    first_caller: Option<usize>,
 }
 
 impl PendingCalls {
     /// Starts waiting for the answers to message `index`'s calls.
     pub(super) fn open(&mut self, index: usize, ids: Vec<String>) {
         if !ids.is_empty() {
-            self.first_caller.get_or_insert(index);
             self.open = Some((index, ids));
         }
     }
@@ -104,17 +107,6 @@ impl PendingCalls {
                 ),
             )),
             _ => Ok(()),
-        }
-    }
-
-    /// Refuses well-formed tool calls: this server does not run tools yet.
-    pub(super) fn refuse_any(&self) -> Result<(), ApiError> {
-        match self.first_caller {
-            Some(index) => Err(ApiError::invalid(
-                format!("messages[{index}].tool_calls"),
-                "tool calls are not supported yet",
-            )),
-            None => Ok(()),
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use epas_model::ChatMessage;
 
-use super::super::chat_messages::refuse_unknown;
+use super::super::body::refuse_unknown;
 use super::super::error::ApiError;
 use super::super::schema::UnknownFields;
 use super::request::{ContentPart, Input, InputItem, ItemContent};

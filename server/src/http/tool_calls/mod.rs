@@ -1,0 +1,26 @@
+//! Tool calling: a request offers functions (OpenAI chat's `tools`, `tool_choice`,
+//! `parallel_tool_calls`); the prompt shows them through the model's chat template, or in the
+//! Hermes convention when the template knows no tools; `required` and a named function are
+//! enforced by a grammar over the convention's call syntax and each function's `parameters`
+//! schema; the generated text is read into content and calls, whole or as it streams.
+//!
+//! The core (tools and choices, rendering, the constraint, reading calls) knows no API's
+//! shapes; `openai_request` and `openai_response` hold OpenAI's.
+
+mod constraint;
+mod convention;
+mod openai_request;
+mod openai_response;
+mod output;
+mod plan;
+mod read_calls;
+mod render;
+mod split;
+mod tools;
+
+pub(crate) use openai_request::ToolParams;
+pub(crate) use openai_response::{answer_choice, finish_reason, piece_chunks};
+pub(crate) use output::{CallStream, ToolOutput};
+pub(crate) use plan::ToolPlan;
+pub(crate) use render::render_prompt;
+pub(crate) use tools::FunctionCall;

@@ -1,0 +1,444 @@
+//! The tool fields of an OpenAI chat request (`tools`, `tool_choice`, `parallel_tool_calls`),
+//! checked into a [`ToolRequest`]. Every refusal is a 400 naming the field
+//! (`tools[1].function.name`, `tool_choice.function.name`).
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::super::body::refuse_unknown;
+use super::super::error::ApiError;
+use super::super::schema::UnknownFields;
+use super::tools::{FunctionTool, ToolChoice, ToolRequest};
+
+/// OpenAI's limit on the tools of one request.
+const MAX_TOOLS: usize = 128;
+
+/// The tool fields of a chat body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ToolParams {
+    pub tools: Option<Vec<ToolSpec>>,
+    pub tool_choice: Option<ToolChoiceSpec>,
+    pub parallel_tool_calls: Option<bool>,
+}
+
+/// A tool as OpenAI's chat API states it; which fields it needs is checked after reading.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolSpec {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: Option<FunctionSpec>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionSpec {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub parameters: Option<Value>,
+    pub strict: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+/// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name"}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoiceSpec {
+    Mode(String),
+    Named(NamedChoice),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NamedChoice {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: Option<ChosenFunction>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChosenFunction {
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+impl ToolParams {
+    /// The request's tools and choice; `None` when it offers no tools.
+    pub fn request(&self) -> Result<Option<ToolRequest>, ApiError> {
+        let choice = self.tool_choice.as_ref();
+        let Some(tools) = &self.tools else {
+            return match choice {
+                None => Ok(None),
+                Some(ToolChoiceSpec::Mode(mode)) if mode == "none" => Ok(None),
+                Some(_) => Err(ApiError::invalid(
+                    "tool_choice",
+                    "tool_choice needs `tools` to choose from",
+                )),
+            };
+        };
+        let tools = function_tools(tools)?;
+        let choice = match choice {
+            None => ToolChoice::Auto,
+            Some(c) => tool_choice(c, &tools)?,
+        };
+        Ok(Some(ToolRequest {
+            tools,
+            choice,
+            parallel: self.parallel_tool_calls.unwrap_or(true),
+        }))
+    }
+}
+
+fn function_tools(specs: &[ToolSpec]) -> Result<Vec<FunctionTool>, ApiError> {
+    if specs.is_empty() {
+        return Err(ApiError::invalid("tools", "tools must not be empty"));
+    }
+    if specs.len() > MAX_TOOLS {
+        return Err(ApiError::invalid(
+            "tools",
+            format!("at most {MAX_TOOLS} tools, got {}", specs.len()),
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut tools = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let tool = function_tool(spec, &format!("tools[{i}]"))?;
+        if !names.insert(tool.name.clone()) {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].function.name"),
+                format!("function `{}` is defined twice", tool.name),
+            ));
+        }
+        tools.push(tool);
+    }
+    Ok(tools)
+}
+
+fn function_tool(spec: &ToolSpec, at: &str) -> Result<FunctionTool, ApiError> {
+    match spec.kind.as_deref() {
+        Some("function") => {}
+        None => return Err(required(at, "type")),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                format!("{at}.type"),
+                format!("tool type `{other}` is not supported (function only)"),
+            ))
+        }
+    }
+    refuse_unknown(&spec.unknown, at)?;
+    let function = spec
+        .function
+        .as_ref()
+        .ok_or_else(|| required(at, "function"))?;
+    let at = format!("{at}.function");
+    refuse_unknown(&function.unknown, &at)?;
+    let name = function
+        .name
+        .as_deref()
+        .ok_or_else(|| required(&at, "name"))?;
+    if !valid_name(name) {
+        return Err(ApiError::invalid(
+            format!("{at}.name"),
+            "a function name is 1 to 64 characters of a-z, A-Z, 0-9, _ and -",
+        ));
+    }
+    Ok(FunctionTool {
+        name: name.to_string(),
+        description: function.description.clone(),
+        parameters: parameters(function.parameters.as_ref(), &at)?,
+        strict: function.strict,
+    })
+}
+
+/// A function's `parameters`: a JSON Schema of an object, or nothing.
+fn parameters(value: Option<&Value>, at: &str) -> Result<Option<Value>, ApiError> {
+    let param = || format!("{at}.parameters");
+    let schema = match value {
+        None => return Ok(None),
+        Some(Value::Object(schema)) => schema,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                param(),
+                "`parameters` must be a JSON Schema object",
+            ))
+        }
+    };
+    match schema.get("type") {
+        None => {}
+        Some(Value::String(t)) if t == "object" => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                param(),
+                format!(
+                    "`parameters` must be a JSON Schema of an object (`\"type\": \"object\"`), \
+                     got type {other}"
+                ),
+            ))
+        }
+    }
+    Ok(Some(Value::Object(schema.clone())))
+}
+
+fn tool_choice(spec: &ToolChoiceSpec, tools: &[FunctionTool]) -> Result<ToolChoice, ApiError> {
+    const AT: &str = "tool_choice";
+    let choice = match spec {
+        ToolChoiceSpec::Mode(mode) => match mode.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::invalid(
+                    AT,
+                    format!(
+                        "tool_choice `{other}` is not one of none, auto, required, or a function"
+                    ),
+                ))
+            }
+        },
+        ToolChoiceSpec::Named(named) => {
+            match named.kind.as_deref() {
+                Some("function") => {}
+                None => return Err(required(AT, "type")),
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        "tool_choice.type",
+                        format!("tool_choice type `{other}` is not supported (function only)"),
+                    ))
+                }
+            }
+            refuse_unknown(&named.unknown, AT)?;
+            let at = "tool_choice.function";
+            let function = named
+                .function
+                .as_ref()
+                .ok_or_else(|| required(AT, "function"))?;
+            refuse_unknown(&function.unknown, at)?;
+            let name = function
+                .name
+                .as_deref()
+                .ok_or_else(|| required(at, "name"))?;
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(ApiError::invalid(
+                    "tool_choice.function.name",
+                    format!("no function named `{name}` in tools"),
+                ));
+            }
+            ToolChoice::Function(name.to_string())
+        }
+    };
+    Ok(choice)
+}
+
+/// OpenAI's rule for function names.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn required(at: &str, field: &str) -> ApiError {
+    ApiError::invalid(format!("{at}.{field}"), format!("`{field}` is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::body::typed;
+    use serde_json::json;
+
+    /// Reads the tool fields of `body` the way the chat endpoint does (types, then checks).
+    fn read(body: Value) -> Result<Option<ToolRequest>, ApiError> {
+        typed::<ToolParams>(&body)?.request()
+    }
+
+    fn refused(body: Value, param: &str, says: &str) {
+        let e = read(body.clone()).expect_err(&format!("accepted {body}"));
+        assert_eq!(e.status, 400, "{body}: {e:?}");
+        assert_eq!(e.param.as_deref(), Some(param), "{body}: {e:?}");
+        assert!(
+            e.message.contains(says),
+            "{body}: {:?} does not say {says:?}",
+            e.message
+        );
+    }
+
+    fn weather() -> Value {
+        json!({"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "strict": true}})
+    }
+
+    fn tool(name: &str) -> Value {
+        json!({"type": "function", "function": {"name": name}})
+    }
+
+    #[test]
+    fn tools_and_each_choice_are_read() {
+        let r = read(json!({"tools": [weather(), tool("now")]}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.choice, ToolChoice::Auto);
+        assert!(r.parallel);
+        assert_eq!(
+            r.tools[0],
+            FunctionTool {
+                name: "get_weather".into(),
+                description: Some("Weather now".into()),
+                parameters: Some(
+                    json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+                ),
+                strict: Some(true),
+            }
+        );
+        assert_eq!(r.tools[1].parameters, None);
+        for (choice, expected) in [
+            (json!("none"), ToolChoice::None),
+            (json!("auto"), ToolChoice::Auto),
+            (json!("required"), ToolChoice::Required),
+            (
+                json!({"type": "function", "function": {"name": "now"}}),
+                ToolChoice::Function("now".into()),
+            ),
+        ] {
+            let r = read(json!({"tools": [weather(), tool("now")], "tool_choice": choice, "parallel_tool_calls": false}))
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.choice, expected);
+            assert!(!r.parallel);
+        }
+        assert_eq!(read(json!({})).unwrap(), None);
+        assert_eq!(
+            read(json!({"tools": null, "tool_choice": "none", "parallel_tool_calls": true}))
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_tools_are_refused_by_field() {
+        refused(json!({"tools": []}), "tools", "empty");
+        refused(json!({"tools": {"a": 1}}), "tools", "expected a sequence");
+        refused(
+            json!({"tools": vec![tool("f"); 129]}),
+            "tools",
+            "at most 128",
+        );
+        refused(json!({"tools": [tool("f"), 3]}), "tools[1]", "invalid type");
+        refused(
+            json!({"tools": [tool("f"), {"function": {"name": "g"}}]}),
+            "tools[1].type",
+            "required",
+        );
+        refused(
+            json!({"tools": [{"type": "custom", "custom": {"name": "g"}}]}),
+            "tools[0].type",
+            "`custom`",
+        );
+        refused(
+            json!({"tools": [{"type": "function"}]}),
+            "tools[0].function",
+            "required",
+        );
+        refused(
+            json!({"tools": [tool("f"), {"type": "function", "function": {"description": "x"}}]}),
+            "tools[1].function.name",
+            "required",
+        );
+        refused(
+            json!({"tools": [tool("f"), tool("has space")]}),
+            "tools[1].function.name",
+            "1 to 64",
+        );
+        refused(
+            json!({"tools": [tool(&"a".repeat(65))]}),
+            "tools[0].function.name",
+            "1 to 64",
+        );
+        refused(
+            json!({"tools": [tool("f"), tool("f")]}),
+            "tools[1].function.name",
+            "twice",
+        );
+        refused(
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]}),
+            "tools[0].function.parameters",
+            "object",
+        );
+        refused(
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": "{}"}}]}),
+            "tools[0].function.parameters",
+            "JSON Schema",
+        );
+        refused(
+            json!({"tools": [{"type": "function", "function": {"name": "f", "description": 1}}]}),
+            "tools[0].function.description",
+            "invalid type",
+        );
+        refused(
+            json!({"tools": [{"type": "function", "function": {"name": "f", "strict": "yes"}}]}),
+            "tools[0].function.strict",
+            "invalid type",
+        );
+        refused(
+            json!({"tools": [{"type": "function", "function": {"name": "f", "colour": 1}}]}),
+            "tools[0].function.colour",
+            "unsupported",
+        );
+        refused(
+            json!({"tools": [{"type": "function", "function": {"name": "f"}, "colour": 1}]}),
+            "tools[0].colour",
+            "unsupported",
+        );
+    }
+
+    #[test]
+    fn a_choice_must_name_a_known_function() {
+        let tools = json!([weather()]);
+        refused(
+            json!({"tools": tools, "tool_choice": "always"}),
+            "tool_choice",
+            "`always`",
+        );
+        refused(
+            json!({"tools": tools, "tool_choice": 1}),
+            "tool_choice",
+            "did not match",
+        );
+        refused(
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "other"}}}),
+            "tool_choice.function.name",
+            "`other`",
+        );
+        refused(
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {}}}),
+            "tool_choice.function.name",
+            "required",
+        );
+        refused(
+            json!({"tools": tools, "tool_choice": {"type": "function"}}),
+            "tool_choice.function",
+            "required",
+        );
+        refused(
+            json!({"tools": tools, "tool_choice": {"type": "allowed_tools", "allowed_tools": {}}}),
+            "tool_choice.type",
+            "not supported",
+        );
+        refused(
+            json!({"tool_choice": "required"}),
+            "tool_choice",
+            "needs `tools`",
+        );
+        refused(
+            json!({"tool_choice": {"type": "function", "function": {"name": "f"}}}),
+            "tool_choice",
+            "needs `tools`",
+        );
+    }
+}
