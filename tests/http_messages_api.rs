@@ -1,6 +1,7 @@
 //! Anthropic's Messages API (`/v1/messages`, `/v1/messages/count_tokens`) over real HTTP: the
-//! message shape, the stream's events in order, stop sequences, prefill, sharing ratios,
-//! Anthropic's error shape from every layer, `x-api-key`, and request counting.
+//! message shape, the stream's events in order, stop sequences, prefill, sharing ratios, tool
+//! use (forced calls, their stream events, tool results in the conversation), Anthropic's error
+//! shape from every layer, `x-api-key`, and request counting.
 
 mod support;
 
@@ -159,6 +160,134 @@ fn messages_answer_as_anthropic_does_whole_and_streamed() {
     assert_eq!(events[0].1["message"]["model"], format!("{MODEL}@0.25"));
 }
 
+fn weather_tool() -> Value {
+    json!({"name": "get_weather", "description": "The current weather in a city",
+           "input_schema": {"type": "object",
+                            "properties": {"city": {"enum": ["Paris", "Rome", "Oslo"]},
+                                           "unit": {"enum": ["celsius", "fahrenheit"]}},
+                            "required": ["city", "unit"], "additionalProperties": false}})
+}
+
+/// A `get_weather` input the schema allows.
+fn assert_weather_input(input: &Value) {
+    let fields = input.as_object().expect("an object");
+    assert_eq!(fields.len(), 2, "{input}");
+    assert!(
+        ["Paris", "Rome", "Oslo"].contains(&input["city"].as_str().unwrap()),
+        "{input}"
+    );
+    assert!(
+        ["celsius", "fahrenheit"].contains(&input["unit"].as_str().unwrap()),
+        "{input}"
+    );
+}
+
+#[test]
+fn a_forced_tool_is_used_whole_and_streamed_and_its_result_continues_the_conversation() {
+    let s = Server::start(&[]);
+    let question = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let body = json!({
+        "model": MODEL, "max_tokens": 60, "temperature": 0, "messages": question,
+        "tools": [weather_tool(), {"name": "current_time", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+    });
+    let (status, r) = s.post_json("/v1/messages", &body);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["stop_reason"], "tool_use", "{r}");
+    assert_eq!(r["stop_sequence"], Value::Null);
+    let content = r["content"].as_array().unwrap();
+    assert_eq!(content.len(), 1, "{r}");
+    let call = &content[0];
+    assert_eq!(call["type"], "tool_use");
+    assert_eq!(call["name"], "get_weather");
+    let id = call["id"].as_str().unwrap();
+    assert!(id.starts_with("toolu_") && id.len() == 30, "{id}");
+    assert_weather_input(&call["input"]);
+
+    // Streamed: the tool_use block opens with an empty input, whose JSON comes in deltas.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let events = read_named_sse(s.post("/v1/messages", &streamed));
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    let block = &events[2].1["content_block"];
+    assert_eq!(events[2].1["index"], 0);
+    assert_eq!(block["type"], "tool_use");
+    assert_eq!(block["name"], "get_weather");
+    assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
+    assert_eq!(block["input"], json!({}));
+    let delta = &events[3].1["delta"];
+    assert_eq!(delta["type"], "input_json_delta");
+    let input: Value = serde_json::from_str(delta["partial_json"].as_str().unwrap()).unwrap();
+    assert_eq!(input, call["input"]);
+    assert_eq!(events[5].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(
+        events[5].1["usage"]["output_tokens"],
+        r["usage"]["output_tokens"]
+    );
+
+    // The call and its result continue the conversation; the tools show in the prompt.
+    let mut answered = body.clone();
+    answered["messages"] = json!([
+        question[0],
+        {"role": "assistant", "content": content},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": id, "content": "18 degrees and sunny"}]},
+    ]);
+    answered["tool_choice"] = json!({"type": "none"});
+    let (status, a) = s.post_json("/v1/messages", &answered);
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["content"][0]["type"], "text", "{a}");
+    assert_ne!(a["stop_reason"], "tool_use");
+    let count = |body: &Value| {
+        let mut body = body.clone();
+        for field in ["max_tokens", "temperature"] {
+            body.as_object_mut().unwrap().remove(field);
+        }
+        let (status, c) = s.post_json("/v1/messages/count_tokens", &body);
+        assert_eq!(status, 200, "{c}");
+        c["input_tokens"].as_u64().unwrap()
+    };
+    assert_eq!(count(&body), r["usage"]["input_tokens"].as_u64().unwrap());
+    assert_eq!(
+        count(&answered),
+        a["usage"]["input_tokens"].as_u64().unwrap()
+    );
+    let mut without_tools = body.clone();
+    without_tools.as_object_mut().unwrap().remove("tools");
+    without_tools.as_object_mut().unwrap().remove("tool_choice");
+    assert!(count(&without_tools) < count(&body));
+    // `tool_choice: none` hides the tools: the prompt is the one without them.
+    let mut hidden = body.clone();
+    hidden["tool_choice"] = json!({"type": "none"});
+    assert_eq!(count(&hidden), count(&without_tools));
+
+    // An unanswered tool_use is refused, naming the message.
+    let mut unanswered = body.clone();
+    unanswered["messages"] = json!([question[0], {"role": "assistant", "content": content},
+                                     {"role": "user", "content": "and Rome?"}]);
+    let (status, e) = s.post_json("/v1/messages", &unanswered);
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("messages[1].content: tool_use"),
+        "{e}"
+    );
+}
+
 /// The Anthropic error of a response: its status, `error.type` and `error.message`.
 fn anthropic_error(resp: reqwest::blocking::Response) -> (u16, String, String) {
     let status = resp.status().as_u16();
@@ -223,8 +352,9 @@ fn errors_have_anthropics_shape_from_every_layer_and_are_counted() {
         ),
         (
             json!({"model": MODEL, "max_tokens": 2, "messages": conversation(),
-                   "tools": [{"name": "f", "input_schema": {"type": "object"}}]}),
-            "tools: tool use is not supported yet",
+                   "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+                   "tool_choice": {"type": "tool", "name": "g"}}),
+            "tool_choice.name: no tool named `g`",
         ),
         (
             json!({"model": MODEL, "max_tokens": 2, "messages": conversation(),

@@ -1,12 +1,17 @@
 """The official `anthropic` Python client against a real `epas serve`: messages.create, the
 streaming helper and raw stream events, count_tokens, stop sequences, the sharing ratio (field
-and model alias) and errors as the client raises them."""
+and model alias), tool use (forced and `any` calls whose input validates against the tool's
+`input_schema`, streamed, answered with tool results, `auto`) and errors as the client raises
+them."""
+
+import json
 
 import pytest
 
 from epas_testing import NAME, epas_server, require_module
 
 anthropic = require_module("anthropic")
+jsonschema = require_module("jsonschema")
 
 KEY = "sk-ant-test"
 SYSTEM = "You are brief."
@@ -104,13 +109,106 @@ def test_errors_are_the_clients_exceptions(client, server):
     assert error["type"] == "invalid_request_error"
     assert error["message"].startswith("messages[0].content[0].type:")
 
-    with pytest.raises(anthropic.BadRequestError, match="tool use is not supported yet"):
+    with pytest.raises(anthropic.BadRequestError, match="tools\\[0\\].type") as e:
         client.messages.create(
             model=NAME, max_tokens=4, messages=MESSAGES,
-            tools=[{"name": "f", "input_schema": {"type": "object"}}],
+            tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+        )
+    assert "`web_search_20250305`" in e.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError, match="tool_choice.name"):
+        client.messages.create(
+            model=NAME, max_tokens=4, messages=MESSAGES, tools=TOOLS,
+            tool_choice={"type": "tool", "name": "missing"},
         )
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="claude-opus-4-1", max_tokens=4, messages=MESSAGES)
     wrong = anthropic.Anthropic(base_url=server, api_key="wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
         wrong.messages.create(model=NAME, max_tokens=4, messages=MESSAGES)
+
+
+WEATHER = {"name": "get_weather", "description": "The current weather in a city",
+           "input_schema": {"type": "object",
+                            "properties": {"city": {"type": "string", "minLength": 1,
+                                                    "maxLength": 24},
+                                           "unit": {"enum": ["celsius", "fahrenheit"]}},
+                            "required": ["city", "unit"], "additionalProperties": False}}
+ADD = {"name": "add", "description": "Add two integers",
+       "input_schema": {"type": "object",
+                        "properties": {"a": {"type": "integer", "minimum": -1000, "maximum": 1000},
+                                       "b": {"type": "integer", "minimum": -1000, "maximum": 1000}},
+                        "required": ["a", "b"], "additionalProperties": False}}
+NOW = {"name": "current_time", "description": "The time now",
+       "input_schema": {"type": "object", "properties": {}, "additionalProperties": False}}
+TOOLS = [WEATHER, ADD, NOW]
+SCHEMAS = {t["name"]: t["input_schema"] for t in TOOLS}
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+def use_tools(client, tool_choice, messages=WEATHER_QUESTION, **extra):
+    return client.messages.create(model=NAME, max_tokens=200, messages=messages, tools=TOOLS,
+                                  tool_choice=tool_choice, **extra)
+
+
+def tool_uses(message, names=None):
+    """The tool_use blocks of `message`, each checked: a fresh `toolu_` id, an offered tool (one
+    of `names` when given), an input valid under the tool's input_schema."""
+    uses = [b for b in message.content if b.type == "tool_use"]
+    assert uses, message
+    assert len({u.id for u in uses}) == len(uses)
+    for use in uses:
+        assert use.id.startswith("toolu_"), use
+        assert use.name in (names or SCHEMAS), use
+        jsonschema.validate(use.input, SCHEMAS[use.name])
+    return uses
+
+
+def test_a_named_tool_gives_a_tool_use_whose_input_validates(client):
+    for i, tool in enumerate(TOOLS):
+        sampled = {"temperature": 0} if i % 2 else {"temperature": 0.9}
+        r = use_tools(client, {"type": "tool", "name": tool["name"]}, extra_body=sampled)
+        assert r.stop_reason == "tool_use" and r.stop_sequence is None, r
+        assert [b.type for b in r.content] == ["tool_use"], r
+        tool_uses(r, [tool["name"]])
+
+
+def test_any_without_parallel_use_makes_exactly_one_call(client):
+    r = use_tools(client, {"type": "any", "disable_parallel_tool_use": True}, extra_body=GREEDY)
+    assert r.stop_reason == "tool_use"
+    assert len(tool_uses(r)) == 1
+
+
+def test_a_streamed_tool_use_is_the_whole_answers(client):
+    choice = {"type": "tool", "name": "get_weather"}
+    whole = use_tools(client, choice, extra_body=GREEDY)
+    with client.messages.stream(model=NAME, max_tokens=200, messages=WEATHER_QUESTION,
+                                tools=TOOLS, tool_choice=choice, extra_body=GREEDY) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    [streamed], [use] = tool_uses(final), tool_uses(whole)
+    assert (streamed.name, streamed.input) == (use.name, use.input)
+    partial = "".join(e.delta.partial_json for e in events
+                      if e.type == "content_block_delta" and e.delta.type == "input_json_delta")
+    assert json.loads(partial) == use.input
+
+
+def test_tool_results_continue_the_conversation_and_auto_answers_either_way(client):
+    first = use_tools(client, {"type": "tool", "name": "get_weather"}, extra_body=GREEDY)
+    [use] = tool_uses(first)
+    messages = WEATHER_QUESTION + [
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                      "content": [{"type": "text", "text": "18C, sunny"}]}]},
+    ]
+    counted = client.messages.count_tokens(model=NAME, messages=messages, tools=TOOLS)
+    for _ in range(3):
+        r = use_tools(client, {"type": "auto"}, messages, extra_body={"temperature": 1.0})
+        assert r.usage.input_tokens == counted.input_tokens
+        assert r.content, r
+        if r.stop_reason == "tool_use":
+            tool_uses(r)
+        else:
+            assert [b.type for b in r.content] == ["text"], r
+    with pytest.raises(anthropic.BadRequestError, match="messages\\[1\\].content"):
+        use_tools(client, {"type": "auto"}, WEATHER_QUESTION + [messages[1]])

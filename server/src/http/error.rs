@@ -40,6 +40,11 @@ impl ApiError {
         }
     }
 
+    /// 400 for `field` missing from the object at `at` (named `at.field`).
+    pub fn required(at: &str, field: &str) -> Self {
+        Self::invalid(format!("{at}.{field}"), format!("`{field}` is required"))
+    }
+
     /// 400 for a field not accepted where it was sent.
     pub fn unsupported_field(param: impl Into<String>, message: impl Into<String>) -> Self {
         Self::invalid(param, message).with_code("unsupported_field")

@@ -10,6 +10,8 @@ mod tools;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tool_use_tests;
 
 use std::sync::Arc;
 
@@ -26,11 +28,12 @@ use super::generation::{self, epas_object, new_id, Answer, Prepared};
 use super::params::{generation_params, Limits};
 use super::schema::{CommonParams, Stop};
 use super::state::{AppState, Ready};
+use super::tool_calls::ToolPlan;
 use crate::engine::GenerationRequest;
 use conversation::conversation;
 use format::MessagesFormat;
 use request::{Content, CountTokensRequest, InputMessage, MessagesRequest};
-use tools::refuse_tools;
+use tools::tool_request;
 
 pub use errors::anthropic_errors;
 
@@ -60,15 +63,16 @@ pub async fn count_tokens(
 /// The length of the prompt a `count_tokens` body would give `/v1/messages`.
 fn input_tokens(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<usize, ApiError> {
     let req: CountTokensRequest = parse(headers, body, &[field_names::<CountTokensRequest>()])?;
-    refuse_tools(req.tools.as_ref(), req.tool_choice.as_ref())?;
+    let tools = tool_request(req.tools.as_deref(), req.tool_choice.as_ref())?;
     let ready = state.ready()?;
     state.resolve(ready, req.model.as_deref(), None)?;
-    Ok(prompt_tokens(ready, req.system.as_ref(), &req.messages)?.len())
+    let tools = ToolPlan::new(tools, &ready.tokenizer);
+    Ok(prompt_tokens(ready, &tools, req.system.as_ref(), &req.messages)?.len())
 }
 
 fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepared, ApiError> {
     let req: MessagesRequest = parse(headers, body, &[field_names::<MessagesRequest>()])?;
-    refuse_tools(req.tools.as_ref(), req.tool_choice.as_ref())?;
+    let tools = tool_request(req.tools.as_deref(), req.tool_choice.as_ref())?;
     let max_tokens = req
         .max_tokens
         .ok_or_else(|| ApiError::invalid("max_tokens", "required"))?;
@@ -80,7 +84,9 @@ fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepar
     }
     let ready = state.ready()?;
     let resolved = state.resolve(ready, req.model.as_deref(), req.sharing_ratio)?;
-    let prompt = prompt_tokens(ready, req.system.as_ref(), &req.messages)?;
+    let tools = ToolPlan::new(tools, &ready.tokenizer);
+    let constraint = tools.constraint(None)?;
+    let prompt = prompt_tokens(ready, &tools, req.system.as_ref(), &req.messages)?;
     let common = CommonParams {
         model: req.model.clone(),
         max_tokens: Some(max_tokens),
@@ -103,13 +109,19 @@ fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepar
     let model = req
         .model
         .unwrap_or_else(|| state.config.served_model_name.clone());
-    let format = MessagesFormat::new(new_id("msg_"), model, epas_object(&resolved), prompt.len());
+    let format = MessagesFormat::new(
+        new_id("msg_"),
+        model,
+        epas_object(&resolved),
+        prompt.len(),
+        tools.output().map(|o| o.with_id_prefix("toolu_")),
+    );
     Ok(Prepared {
         request: GenerationRequest {
             prompt,
             plan: resolved.plan,
             params,
-            constraint: None,
+            constraint,
         },
         answer: Answer {
             resolved,
@@ -121,17 +133,16 @@ fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepar
     })
 }
 
-/// The token ids of the rendered conversation, ending with the prefill if there is one.
+/// The token ids of the rendered conversation (with the tools shown to the model), ending with
+/// the prefill if there is one.
 fn prompt_tokens(
     ready: &Ready,
+    tools: &ToolPlan,
     system: Option<&Content>,
     messages: &[InputMessage],
 ) -> Result<Vec<u32>, ApiError> {
     let conversation = conversation(system, messages)?;
-    let mut text = ready
-        .tokenizer
-        .apply_chat_template(&conversation.turns, true)
-        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let mut text = tools.prompt(&ready.tokenizer, &conversation.turns, true)?;
     if let Some(prefill) = &conversation.prefill {
         text.push_str(prefill);
     }

@@ -23,8 +23,8 @@ pub struct MessagesRequest {
     /// Accepted (`user_id`); not used.
     #[allow(dead_code)]
     pub metadata: Option<Value>,
-    pub tools: Option<Value>,
-    pub tool_choice: Option<Value>,
+    pub tools: Option<Vec<ToolDefinition>>,
+    pub tool_choice: Option<ToolChoiceSpec>,
     /// Prompt-caching hint, accepted: this server reuses cached prefixes by itself.
     #[allow(dead_code)]
     pub cache_control: Option<Value>,
@@ -38,8 +38,8 @@ pub struct CountTokensRequest {
     pub model: Option<String>,
     pub messages: Vec<InputMessage>,
     pub system: Option<Content>,
-    pub tools: Option<Value>,
-    pub tool_choice: Option<Value>,
+    pub tools: Option<Vec<ToolDefinition>>,
+    pub tool_choice: Option<ToolChoiceSpec>,
     #[allow(dead_code)]
     pub cache_control: Option<Value>,
 }
@@ -61,7 +61,8 @@ pub enum Content {
     Blocks(Vec<ContentBlock>),
 }
 
-/// A content block; only `text` blocks are read, other types are refused by type.
+/// A content block: `text`, an assistant's `tool_use` or a user's `tool_result`; other types
+/// are refused by type, and fields of another type by name.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContentBlock {
     #[serde(rename = "type")]
@@ -70,6 +71,41 @@ pub struct ContentBlock {
     /// Prompt-caching hint, accepted: this server reuses cached prefixes by itself.
     #[allow(dead_code)]
     pub cache_control: Option<Value>,
+    // tool_use
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub input: Option<Value>,
+    // tool_result
+    pub tool_use_id: Option<String>,
+    pub content: Option<Content>,
+    pub is_error: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+/// A tool the model may use: a client tool (type `custom`, the default); server tools
+/// (`web_search_...`, `bash_...`) are refused by type.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolDefinition {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub input_schema: Option<Value>,
+    /// Prompt-caching hint, accepted: this server reuses cached prefixes by itself.
+    #[allow(dead_code)]
+    pub cache_control: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+/// `{"type": "auto" | "any" | "tool" | "none", "name", "disable_parallel_tool_use"}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolChoiceSpec {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub disable_parallel_tool_use: Option<bool>,
     #[serde(flatten)]
     pub unknown: UnknownFields,
 }

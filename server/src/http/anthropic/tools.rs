@@ -1,33 +1,100 @@
-//! Tool use in the Messages API, not supported yet: the one place that refuses it, for tool
-//! calling to replace later.
+//! Tool use in the Messages API: `tools` (client tools with an `input_schema`) and
+//! `tool_choice` (`auto`, `any`, `tool` with a `name`, `none`; `disable_parallel_tool_use`)
+//! checked into the tool-calling core's request. Every refusal is a 400 naming the field.
 
-use serde_json::Value;
-
+use super::super::body::refuse_unknown;
 use super::super::error::ApiError;
+use super::super::tool_calls::{function_name, object_schema, tool_list, FunctionTool};
+use super::super::tool_calls::{ToolChoice, ToolRequest};
+use super::request::{ToolChoiceSpec, ToolDefinition};
 
-/// Refuses `tools` and `tool_choice` (an empty `tools` list asks for nothing and is accepted).
-pub fn refuse_tools(tools: Option<&Value>, tool_choice: Option<&Value>) -> Result<(), ApiError> {
-    let asked = [
-        ("tools", tools.is_some_and(|t| !is_empty_list(t))),
-        ("tool_choice", tool_choice.is_some_and(|c| !c.is_null())),
-    ];
-    match asked.into_iter().find(|(_, asked)| *asked) {
-        Some((field, _)) => Err(ApiError::invalid(field, "tool use is not supported yet")),
-        None => Ok(()),
-    }
+/// The request's tools and how they may be used; `None` when it offers none (an empty list
+/// offers none, as in Anthropic's API).
+pub fn tool_request(
+    tools: Option<&[ToolDefinition]>,
+    choice: Option<&ToolChoiceSpec>,
+) -> Result<Option<ToolRequest>, ApiError> {
+    let (kind, parallel) = match choice {
+        Some(spec) => checked_choice(spec)?,
+        None => ("auto", true),
+    };
+    let tools = match tools {
+        Some(tools) if !tools.is_empty() => tool_list(tools, ".name", function_tool)?,
+        _ if matches!(kind, "auto" | "none") => return Ok(None),
+        _ => {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                format!("tool_choice `{kind}` needs `tools` to choose from"),
+            ))
+        }
+    };
+    let choice = match kind {
+        "auto" => ToolChoice::Auto,
+        "any" => ToolChoice::Required,
+        "none" => ToolChoice::None,
+        _ => {
+            let name = choice.and_then(|c| c.name.as_deref()).unwrap_or_default();
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(ApiError::invalid(
+                    "tool_choice.name",
+                    format!("no tool named `{name}` in tools"),
+                ));
+            }
+            ToolChoice::Function(name.to_string())
+        }
+    };
+    Ok(Some(ToolRequest {
+        tools,
+        choice,
+        parallel,
+    }))
 }
 
-/// Refuses the content blocks of tool use (`tool_use`, `tool_result`) at `at`.
-pub fn refuse_tool_block(kind: &str, at: &str) -> Result<(), ApiError> {
-    if matches!(kind, "tool_use" | "tool_result" | "server_tool_use") {
-        return Err(ApiError::invalid(
-            format!("{at}.type"),
-            format!("content block type `{kind}`: tool use is not supported yet"),
-        ));
+/// The choice's type and whether it allows several calls in one answer.
+fn checked_choice(spec: &ToolChoiceSpec) -> Result<(&str, bool), ApiError> {
+    refuse_unknown(&spec.unknown, "tool_choice")?;
+    let kind = match spec.kind.as_deref() {
+        Some(kind @ ("auto" | "any" | "tool" | "none")) => kind,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "tool_choice.type",
+                format!("tool_choice type `{other}` is not one of auto, any, tool, none"),
+            ))
+        }
+        None => return Err(ApiError::required("tool_choice", "type")),
+    };
+    match (kind, &spec.name) {
+        ("tool", None) => return Err(ApiError::required("tool_choice", "name")),
+        ("tool", Some(_)) | (_, None) => {}
+        (_, Some(_)) => {
+            return Err(ApiError::unsupported_field(
+                "tool_choice.name",
+                format!("`name` belongs to tool_choice type `tool`, not `{kind}`"),
+            ))
+        }
     }
-    Ok(())
+    Ok((kind, !spec.disable_parallel_tool_use.unwrap_or(false)))
 }
 
-fn is_empty_list(value: &Value) -> bool {
-    value.is_null() || value.as_array().is_some_and(Vec::is_empty)
+fn function_tool(tool: &ToolDefinition, at: &str) -> Result<FunctionTool, ApiError> {
+    match tool.kind.as_deref() {
+        None | Some("custom") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                format!("{at}.type"),
+                format!("tool type `{other}` is not supported (client tools, type `custom`)"),
+            ))
+        }
+    }
+    refuse_unknown(&tool.unknown, at)?;
+    let name = function_name(tool.name.as_deref(), &format!("{at}.name"))?;
+    let schema_at = format!("{at}.input_schema");
+    let schema = object_schema(tool.input_schema.as_ref(), &schema_at)?
+        .ok_or_else(|| ApiError::required(at, "input_schema"))?;
+    Ok(FunctionTool {
+        name,
+        description: tool.description.clone(),
+        parameters: Some(schema),
+        strict: None,
+    })
 }

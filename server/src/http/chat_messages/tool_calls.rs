@@ -16,7 +16,7 @@ pub(super) fn checked_calls(calls: &[ToolCall], at: &str) -> Result<Vec<Function
         let at = format!("{at}.tool_calls[{j}]");
         match call.kind.as_deref() {
             Some("function") => {}
-            None => return Err(required(&at, "type")),
+            None => return Err(ApiError::required(&at, "type")),
             Some(other) => {
                 return Err(ApiError::invalid(
                     format!("{at}.type"),
@@ -25,7 +25,7 @@ pub(super) fn checked_calls(calls: &[ToolCall], at: &str) -> Result<Vec<Function
             }
         }
         refuse_unknown(&call.unknown, &at)?;
-        let id = non_empty(call.id.as_deref()).ok_or_else(|| required(&at, "id"))?;
+        let id = non_empty(call.id.as_deref()).ok_or_else(|| ApiError::required(&at, "id"))?;
         if !seen.insert(id) {
             return Err(ApiError::invalid(
                 format!("{at}.id"),
@@ -35,15 +35,15 @@ pub(super) fn checked_calls(calls: &[ToolCall], at: &str) -> Result<Vec<Function
         let function = call
             .function
             .as_ref()
-            .ok_or_else(|| required(&at, "function"))?;
+            .ok_or_else(|| ApiError::required(&at, "function"))?;
         let at_function = format!("{at}.function");
         refuse_unknown(&function.unknown, &at_function)?;
-        let name =
-            non_empty(function.name.as_deref()).ok_or_else(|| required(&at_function, "name"))?;
+        let name = non_empty(function.name.as_deref())
+            .ok_or_else(|| ApiError::required(&at_function, "name"))?;
         let arguments = function
             .arguments
             .as_ref()
-            .ok_or_else(|| required(&at_function, "arguments"))?;
+            .ok_or_else(|| ApiError::required(&at_function, "arguments"))?;
         checked.push(FunctionCall {
             id: id.to_string(),
             name: name.to_string(),
@@ -55,10 +55,6 @@ pub(super) fn checked_calls(calls: &[ToolCall], at: &str) -> Result<Vec<Function
 
 fn non_empty(s: Option<&str>) -> Option<&str> {
     s.filter(|s| !s.is_empty())
-}
-
-fn required(at: &str, field: &str) -> ApiError {
-    ApiError::invalid(format!("{at}.{field}"), format!("`{field}` is required"))
 }
 
 /// The calls of the latest assistant message that no tool message has answered yet.
@@ -78,7 +74,7 @@ impl PendingCalls {
 
     /// Takes the answer of a tool message (at `at`) to one open call.
     pub(super) fn answer(&mut self, id: Option<&str>, at: &str) -> Result<(), ApiError> {
-        let id = id.ok_or_else(|| required(at, "tool_call_id"))?;
+        let id = id.ok_or_else(|| ApiError::required(at, "tool_call_id"))?;
         let open = self.open.as_mut().map(|(_, ids)| ids);
         match open.and_then(|ids| Some((ids.iter().position(|x| x == id)?, ids))) {
             Some((k, ids)) => {

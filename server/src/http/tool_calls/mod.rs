@@ -4,9 +4,11 @@
 //! enforced by a grammar over the convention's call syntax and each function's `parameters`
 //! schema; the generated text is read into content and calls, whole or as it streams.
 //!
-//! The core (tools and choices, rendering, the constraint, reading calls) knows no API's
-//! shapes; `openai_request` and `openai_response` hold OpenAI's.
+//! The core (tools and choices, their checks, rendering, the constraint, reading calls) knows no
+//! API's shapes; `openai_request` and `openai_response` hold OpenAI's chat shapes, and the
+//! Anthropic Messages API reads its own (`anthropic/tools.rs`, `anthropic/format.rs`).
 
+mod checks;
 mod constraint;
 mod convention;
 mod openai_request;
@@ -18,9 +20,12 @@ mod render;
 mod split;
 mod tools;
 
+pub(crate) use checks::{function_name, object_schema, tool_list};
+#[cfg(test)]
+pub(crate) use convention::Convention;
 pub(crate) use openai_request::ToolParams;
 pub(crate) use openai_response::{answer_choice, finish_reason, piece_chunks};
-pub(crate) use output::{CallStream, ToolOutput};
+pub(crate) use output::{CallStream, Piece, ReadOutput, ToolOutput};
 pub(crate) use plan::ToolPlan;
 pub(crate) use render::render_prompt;
-pub(crate) use tools::FunctionCall;
+pub(crate) use tools::{FunctionCall, FunctionTool, ToolChoice, ToolRequest};

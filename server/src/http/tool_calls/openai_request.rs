@@ -2,18 +2,14 @@
 //! checked into a [`ToolRequest`]. Every refusal is a 400 naming the field
 //! (`tools[1].function.name`, `tool_choice.function.name`).
 
-use std::collections::HashSet;
-
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::super::body::refuse_unknown;
 use super::super::error::ApiError;
 use super::super::schema::UnknownFields;
+use super::checks::{function_name, object_schema, tool_list};
 use super::tools::{FunctionTool, ToolChoice, ToolRequest};
-
-/// OpenAI's limit on the tools of one request.
-const MAX_TOOLS: usize = 128;
 
 /// The tool fields of a chat body.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -98,31 +94,13 @@ fn function_tools(specs: &[ToolSpec]) -> Result<Vec<FunctionTool>, ApiError> {
     if specs.is_empty() {
         return Err(ApiError::invalid("tools", "tools must not be empty"));
     }
-    if specs.len() > MAX_TOOLS {
-        return Err(ApiError::invalid(
-            "tools",
-            format!("at most {MAX_TOOLS} tools, got {}", specs.len()),
-        ));
-    }
-    let mut names = HashSet::new();
-    let mut tools = Vec::with_capacity(specs.len());
-    for (i, spec) in specs.iter().enumerate() {
-        let tool = function_tool(spec, &format!("tools[{i}]"))?;
-        if !names.insert(tool.name.clone()) {
-            return Err(ApiError::invalid(
-                format!("tools[{i}].function.name"),
-                format!("function `{}` is defined twice", tool.name),
-            ));
-        }
-        tools.push(tool);
-    }
-    Ok(tools)
+    tool_list(specs, ".function.name", function_tool)
 }
 
 fn function_tool(spec: &ToolSpec, at: &str) -> Result<FunctionTool, ApiError> {
     match spec.kind.as_deref() {
         Some("function") => {}
-        None => return Err(required(at, "type")),
+        None => return Err(ApiError::required(at, "type")),
         Some(other) => {
             return Err(ApiError::invalid(
                 format!("{at}.type"),
@@ -134,54 +112,16 @@ fn function_tool(spec: &ToolSpec, at: &str) -> Result<FunctionTool, ApiError> {
     let function = spec
         .function
         .as_ref()
-        .ok_or_else(|| required(at, "function"))?;
+        .ok_or_else(|| ApiError::required(at, "function"))?;
     let at = format!("{at}.function");
     refuse_unknown(&function.unknown, &at)?;
-    let name = function
-        .name
-        .as_deref()
-        .ok_or_else(|| required(&at, "name"))?;
-    if !valid_name(name) {
-        return Err(ApiError::invalid(
-            format!("{at}.name"),
-            "a function name is 1 to 64 characters of a-z, A-Z, 0-9, _ and -",
-        ));
-    }
+    let name = function_name(function.name.as_deref(), &format!("{at}.name"))?;
     Ok(FunctionTool {
-        name: name.to_string(),
+        name,
         description: function.description.clone(),
-        parameters: parameters(function.parameters.as_ref(), &at)?,
+        parameters: object_schema(function.parameters.as_ref(), &format!("{at}.parameters"))?,
         strict: function.strict,
     })
-}
-
-/// A function's `parameters`: a JSON Schema of an object, or nothing.
-fn parameters(value: Option<&Value>, at: &str) -> Result<Option<Value>, ApiError> {
-    let param = || format!("{at}.parameters");
-    let schema = match value {
-        None => return Ok(None),
-        Some(Value::Object(schema)) => schema,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                param(),
-                "`parameters` must be a JSON Schema object",
-            ))
-        }
-    };
-    match schema.get("type") {
-        None => {}
-        Some(Value::String(t)) if t == "object" => {}
-        Some(other) => {
-            return Err(ApiError::invalid(
-                param(),
-                format!(
-                    "`parameters` must be a JSON Schema of an object (`\"type\": \"object\"`), \
-                     got type {other}"
-                ),
-            ))
-        }
-    }
-    Ok(Some(Value::Object(schema.clone())))
 }
 
 fn tool_choice(spec: &ToolChoiceSpec, tools: &[FunctionTool]) -> Result<ToolChoice, ApiError> {
@@ -203,7 +143,7 @@ fn tool_choice(spec: &ToolChoiceSpec, tools: &[FunctionTool]) -> Result<ToolChoi
         ToolChoiceSpec::Named(named) => {
             match named.kind.as_deref() {
                 Some("function") => {}
-                None => return Err(required(AT, "type")),
+                None => return Err(ApiError::required(AT, "type")),
                 Some(other) => {
                     return Err(ApiError::invalid(
                         "tool_choice.type",
@@ -216,12 +156,12 @@ fn tool_choice(spec: &ToolChoiceSpec, tools: &[FunctionTool]) -> Result<ToolChoi
             let function = named
                 .function
                 .as_ref()
-                .ok_or_else(|| required(AT, "function"))?;
+                .ok_or_else(|| ApiError::required(AT, "function"))?;
             refuse_unknown(&function.unknown, at)?;
             let name = function
                 .name
                 .as_deref()
-                .ok_or_else(|| required(at, "name"))?;
+                .ok_or_else(|| ApiError::required(at, "name"))?;
             if !tools.iter().any(|t| t.name == name) {
                 return Err(ApiError::invalid(
                     "tool_choice.function.name",
@@ -232,18 +172,6 @@ fn tool_choice(spec: &ToolChoiceSpec, tools: &[FunctionTool]) -> Result<ToolChoi
         }
     };
     Ok(choice)
-}
-
-/// OpenAI's rule for function names.
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-fn required(at: &str, field: &str) -> ApiError {
-    ApiError::invalid(format!("{at}.{field}"), format!("`{field}` is required"))
 }
 
 #[cfg(test)]

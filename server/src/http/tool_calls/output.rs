@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use super::super::generation::new_id;
 use super::convention::Convention;
 use super::read_calls::read_calls;
 use super::split::{Segment, Splitter};
-use super::tools::{new_call_id, FunctionCall, ToolRequest};
+use super::tools::{FunctionCall, ToolRequest};
 
 /// How a request's output is read for calls.
 #[derive(Debug, Clone)]
@@ -16,6 +17,8 @@ pub(crate) struct ToolOutput {
     convention: Convention,
     names: Arc<[String]>,
     max_calls: Option<usize>,
+    /// What the ids of the calls read start with (`call_`: OpenAI's form).
+    id_prefix: &'static str,
 }
 
 /// A piece of a streamed answer, in order.
@@ -44,7 +47,16 @@ impl ToolOutput {
             convention,
             names: request.tools.iter().map(|t| t.name.clone()).collect(),
             max_calls: request.max_calls(),
+            id_prefix: "call_",
         })
+    }
+
+    /// The same reading, with call ids that start with `prefix` (`toolu_`: Anthropic's form).
+    pub fn with_id_prefix(self, prefix: &'static str) -> Self {
+        Self {
+            id_prefix: prefix,
+            ..self
+        }
     }
 
     pub fn stream(&self) -> CallStream {
@@ -121,7 +133,7 @@ impl CallStream {
                         Some(calls) => {
                             for c in calls {
                                 let call = FunctionCall {
-                                    id: new_call_id(),
+                                    id: new_id(self.output.id_prefix),
                                     name: c.name,
                                     arguments: c.arguments,
                                 };

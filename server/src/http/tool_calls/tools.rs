@@ -96,12 +96,3 @@ pub(crate) struct FunctionCall {
     pub name: String,
     pub arguments: String,
 }
-
-/// A new call id in OpenAI's form (`call_` and 24 hex digits).
-pub(crate) fn new_call_id() -> String {
-    format!(
-        "call_{:016x}{:08x}",
-        rand::random::<u64>(),
-        rand::random::<u32>()
-    )
-}
