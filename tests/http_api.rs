@@ -89,13 +89,7 @@ fn completions_and_chat_streamed_and_not() {
     assert!(lps["token_logprobs"][0].as_f64().unwrap() <= 0.0);
     assert_eq!(lps["top_logprobs"][0].as_object().unwrap().len(), 2);
 
-    let models: serde_json::Value = s
-        .client
-        .get(s.url("/v1/models"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let (_, models) = s.get_json("/v1/models");
     assert_eq!(models["data"][0]["id"], MODEL);
     assert_eq!(models["data"][0]["epas"]["num_layers"], 30);
 }

@@ -742,15 +742,6 @@ fn start_streams(base: &str, count: usize, max_tokens: usize) -> Vec<StreamHandl
         .collect()
 }
 
-fn send_sigterm(s: &Server) {
-    let pid = s.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 /// Polls `/health` until it answers 503 (up to 10 s): the server has seen the signal.
 fn wait_draining(s: &Server) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -777,7 +768,7 @@ fn drain_while_streaming(
     let s = Server::start(&[]);
     let handles = start_streams(&s.base, streams, max_tokens);
     s.wait_metric("epas_requests_running", streams as f64);
-    send_sigterm(&s);
+    s.sigterm();
     let health = wait_draining(&s);
     (s, handles, health)
 }
@@ -824,7 +815,7 @@ fn sigterm_keeps_the_listener_for_503s_while_the_streams_finish_then_exits_zero(
 fn a_second_sigterm_during_the_drain_exits_at_once_with_status_1() {
     // Far more tokens than the test waits for: only the second signal can end the process.
     let (mut s, _streams, _) = drain_while_streaming(2, 4000);
-    send_sigterm(&s);
+    s.sigterm();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = s.child.try_wait().unwrap() {

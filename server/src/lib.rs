@@ -4,3 +4,4 @@
 pub mod engine;
 pub mod http;
 pub mod metrics;
+mod vllm_metrics;

@@ -9,6 +9,8 @@ use prometheus::{
 };
 
 use crate::engine::{EngineObserver, EngineSnapshot, FinishReason, StepPhase};
+use crate::vllm_metrics::vllm_families;
+pub use crate::vllm_metrics::ServedEngine;
 
 /// The `sharing_ratio` label: the effective ratio `k / L` with two decimals.
 pub fn ratio_label(ratio: f64) -> String {
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub requests_finished_total: IntCounterVec,
     pub preemptions_total: prometheus::IntCounter,
     pub prefix_cache_queries_total: IntCounterVec,
+    pub prefix_cache_queried_tokens_total: IntCounterVec,
+    pub prefix_cache_hit_tokens_total: IntCounterVec,
     pub kv_cache_bytes_per_token: IntGaugeVec,
     pub spec_decode_drafts_total: IntCounterVec,
     pub spec_decode_draft_tokens_total: IntCounterVec,
@@ -154,6 +158,16 @@ impl Metrics {
                 "Prefix-cache lookups by result (hit, miss).",
                 &["result"],
             )?,
+            prefix_cache_queried_tokens_total: counter(
+                "prefix_cache_queried_tokens_total",
+                "Prompt tokens looked up in the prefix cache (once per sequence), by sharing ratio.",
+                ratio,
+            )?,
+            prefix_cache_hit_tokens_total: counter(
+                "prefix_cache_hit_tokens_total",
+                "Prompt tokens found in the prefix cache (not recomputed), by sharing ratio.",
+                ratio,
+            )?,
             kv_cache_bytes_per_token: IntGaugeVec::new(
                 Opts::new(
                     "epas_kv_cache_bytes_per_token",
@@ -194,6 +208,22 @@ impl Metrics {
         self.requests_cancelled_total.with_label_values(&[&label]);
         self.generation_tokens_total.with_label_values(&[&label]);
         self.prompt_tokens_total.with_label_values(&[&label]);
+        self.prefix_cache_queried_tokens_total
+            .with_label_values(&[&label]);
+        self.prefix_cache_hit_tokens_total
+            .with_label_values(&[&label]);
+        for histogram in [
+            &self.time_to_first_token,
+            &self.inter_token_latency,
+            &self.e2e_request_latency,
+            &self.request_queue_time,
+        ] {
+            histogram.with_label_values(&[&label]);
+        }
+        for reason in [FinishReason::Stop, FinishReason::Length] {
+            self.requests_finished_total
+                .with_label_values(&[&label, reason.as_str()]);
+        }
     }
 
     fn register_all(&self) -> Result<(), prometheus::Error> {
@@ -216,6 +246,8 @@ impl Metrics {
         r.register(Box::new(self.requests_finished_total.clone()))?;
         r.register(Box::new(self.preemptions_total.clone()))?;
         r.register(Box::new(self.prefix_cache_queries_total.clone()))?;
+        r.register(Box::new(self.prefix_cache_queried_tokens_total.clone()))?;
+        r.register(Box::new(self.prefix_cache_hit_tokens_total.clone()))?;
         r.register(Box::new(self.kv_cache_bytes_per_token.clone()))?;
         r.register(Box::new(self.spec_decode_drafts_total.clone()))?;
         r.register(Box::new(self.spec_decode_draft_tokens_total.clone()))?;
@@ -223,8 +255,9 @@ impl Metrics {
         Ok(())
     }
 
-    /// Copies the engine's gauges, then renders the text exposition format.
-    pub fn render(&self, snapshot: &EngineSnapshot) -> String {
+    /// Copies the engine's gauges, then renders the text exposition format: the `epas_*`
+    /// families and the `vllm:*` names derived from them.
+    pub fn render(&self, snapshot: &EngineSnapshot, served: &ServedEngine) -> String {
         self.requests_running.set(snapshot.running as i64);
         self.requests_waiting.set(snapshot.waiting as i64);
         let free = snapshot
@@ -257,8 +290,10 @@ impl Metrics {
                 .preemptions
                 .saturating_sub(self.preemptions_total.get()),
         );
+        let mut families = self.registry.gather();
+        families.extend(vllm_families(&families, served));
         let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
 }
@@ -308,6 +343,16 @@ impl EngineObserver for Metrics {
         self.requests_cancelled_total
             .with_label_values(&[&ratio_label(ratio)])
             .inc();
+    }
+
+    fn prefix_looked_up(&self, ratio: f64, queried: usize, hit: usize) {
+        let label = ratio_label(ratio);
+        self.prefix_cache_queried_tokens_total
+            .with_label_values(&[&label])
+            .inc_by(queried as u64);
+        self.prefix_cache_hit_tokens_total
+            .with_label_values(&[&label])
+            .inc_by(hit as u64);
     }
 
     fn speculated(&self, ratio: f64, drafted: usize, accepted: usize) {

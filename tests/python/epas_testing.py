@@ -79,15 +79,16 @@ def wait_until(predicate, timeout, what, interval=0.1):
 
 
 @contextlib.contextmanager
-def epas_server(*flags):
-    """Runs `epas serve --model MODEL --port FREE *flags` until the block ends; yields the base
-    URL once /health says ok."""
+def epas_server(*flags, model=MODEL):
+    """Runs `epas serve --model MODEL --port FREE *flags` (the built-in model when `model` is
+    None) until the block ends; yields the base URL once /health says ok."""
     assert BINARY.exists(), "build first: cargo build --release --bin epas"
-    assert MODEL.exists(), "run scripts/fetch-models.sh"
+    assert model is None or model.exists(), "run scripts/fetch-models.sh"
     port = free_port()
     env = dict(os.environ, EPAS_THREADS="2", RUST_LOG="warn")
+    model_flags = [] if model is None else ["--model", str(model)]
     proc = subprocess.Popen(
-        [str(BINARY), "serve", "--model", str(MODEL), "--port", str(port), *flags],
+        [str(BINARY), "serve", *model_flags, "--port", str(port), *flags],
         env=env,
     )
     base = f"http://127.0.0.1:{port}"

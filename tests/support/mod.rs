@@ -80,6 +80,22 @@ impl Server {
         (status, r.json().unwrap_or(serde_json::Value::Null))
     }
 
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.client.get(self.url(path)).send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Sends SIGTERM: the server starts to drain.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     pub fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))

@@ -32,6 +32,9 @@ pub trait EngineObserver: Send + Sync {
     fn prompt_processed(&self, _ratio: f64, _tokens: usize) {}
     fn finished(&self, _ratio: f64, _reason: FinishReason, _e2e: Duration) {}
     fn cancelled(&self, _ratio: f64) {}
+    /// A first admission looked `queried` prompt tokens up in the prefix cache and found
+    /// the first `hit` of them cached.
+    fn prefix_looked_up(&self, _ratio: f64, _queried: usize, _hit: usize) {}
     fn preempted(&self) {}
     /// One check of `drafted` draft tokens of which the first `accepted` were kept.
     fn speculated(&self, _ratio: f64, _drafted: usize, _accepted: usize) {}

@@ -156,6 +156,7 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
     Router::new()
         .merge(protected)
         .route("/health", get(monitoring::health))
+        .route("/ready", get(monitoring::health))
         .route("/metrics", get(monitoring::metrics))
         .route("/", get(playground::index))
         .route("/static/playground.js", get(playground::script))

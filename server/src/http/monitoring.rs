@@ -1,4 +1,5 @@
-//! What monitoring asks: liveness (`/health`) and Prometheus metrics (`/metrics`).
+//! What monitoring asks: liveness and readiness (`/health`, `/ready`) and Prometheus metrics
+//! (`/metrics`).
 
 use std::sync::Arc;
 
@@ -8,8 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::state::AppState;
+use crate::metrics::ServedEngine;
 
-/// Liveness and readiness: 200 only while requests can run.
+/// Readiness, served at `/health` and `/ready` (the path routers probe): 200 only while the model
+/// is loaded and the engine accepts work; 503 while loading, draining or after an engine failure.
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let unavailable = |body| (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     let Some(ready) = state.ready.get() else {
@@ -30,11 +33,12 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let snapshot = state
-        .ready
-        .get()
-        .map(|r| r.engine.snapshot())
-        .unwrap_or_default();
-    let body = state.metrics.render(&snapshot);
+    let ready = state.ready.get();
+    let snapshot = ready.map(|r| r.engine.snapshot()).unwrap_or_default();
+    let served = ServedEngine {
+        model_name: &state.config.served_model_name,
+        cache: ready.map(|r| (r.engine.limits().block_size, r.engine.limits().kv_blocks)),
+    };
+    let body = state.metrics.render(&snapshot, &served);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

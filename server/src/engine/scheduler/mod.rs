@@ -364,6 +364,8 @@ impl Scheduler {
         seq.admitted_once = true;
         self.observer.admitted(seq.ratio(), seq.arrival.elapsed());
         if self.kv.prefix_enabled() {
+            self.observer
+                .prefix_looked_up(seq.ratio(), seq.prompt_len, cached_positions);
             if cached_positions > 0 {
                 self.counts.prefix_hits += 1;
             } else {
