@@ -6,6 +6,7 @@ mod bench_train;
 mod check_device;
 mod device;
 mod eval;
+mod eval_defaults;
 mod export;
 #[cfg(test)]
 mod flag_help;
