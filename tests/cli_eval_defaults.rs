@@ -6,6 +6,7 @@ use std::process::Output;
 
 mod support;
 
+use support::tiny_run::{train_args, write_corpus};
 use support::{model_path, run_epas as epas};
 
 fn stderr(o: &Output) -> String {
@@ -63,48 +64,16 @@ fn an_untrained_model_evaluates_ratio_0_alone_and_says_so() {
 #[test]
 fn a_checkpoint_with_a_short_context_is_evaluated_in_windows_that_fit_it() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = "Mr. Speaker, the state of our union is strong. Our economy grew by 3 percent \
-                  and our schools taught 1200 more children to read. "
-        .repeat(80);
-    let data = write(dir.path(), "corpus.txt", &corpus);
+    let data = write_corpus(dir.path());
     let out = dir.path().join("run");
-    // Context 32 (= --seq-len), trained to share 2 of 4 layers (ratio 0.5) by step 6.
-    let o = epas(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--vocab-size",
-        "320",
-        "--layers",
-        "4",
-        "--hidden",
-        "64",
-        "--heads",
-        "2",
-        "--kv-heads",
-        "1",
-        "--ffn",
-        "128",
-        "--steps",
-        "8",
-        "--seq-len",
-        "32",
-        "--batch-size",
-        "4",
-        "--sharing-ratio",
-        "0.5",
-        "--interval",
-        "3",
-    ]);
+    let o = epas(&train_args(&data, out.to_str().unwrap(), "8"));
     assert!(o.status.success(), "{}", stderr(&o));
     let o = epas(&[
         "eval",
         "--model",
         out.to_str().unwrap(),
         "--text",
-        data.to_str().unwrap(),
+        &data,
         "--json",
     ]);
     assert_eq!(evaluated_ratios(&o), vec![0.0, 0.25, 0.5]);

@@ -1,6 +1,8 @@
 //! Starts the real `epas serve` binary on a free port for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod tiny_run;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
