@@ -128,8 +128,9 @@ impl ModelInfo {
             (Some(meta), false) => meta.sharing_layers,
             (None, false) => 0,
         };
-        // NaN and negative ratios fall through to `SharingPlan::new`, which names their problem.
-        if ratio > max + 1e-12 {
+        // Infinite, NaN and negative ratios fall through to `SharingPlan::new`, which names their
+        // problem.
+        if ratio.is_finite() && ratio > max + 1e-12 {
             return Err(self.above_max(ratio, max, allow_untrained_sharing));
         }
         let plan = SharingPlan::new(self.config.num_layers, ratio)?;

@@ -47,6 +47,10 @@ fn every_refusal_names_the_maximum_the_model_reports() {
     assert_eq!(info.max_sharing_ratio(true), 0.875);
     assert_eq!(refused_max(&info, 0.9, true), 0.875);
     assert_eq!(refused_max(&info, 1.0, true), 0.875);
+    assert!(matches!(
+        info.plan(f64::INFINITY, false),
+        Err(ModelError::RatioNotFinite(_))
+    ));
 }
 
 #[test]
