@@ -7,6 +7,7 @@ use std::process::Output;
 mod support;
 
 use support::run_epas as epas;
+use support::tiny_run::{train_args, write_corpus};
 
 fn text(o: &Output) -> String {
     format!(
@@ -14,53 +15,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn write_corpus(dir: &Path) -> String {
-    let text = "Mr. Speaker, the state of our union is strong. Our economy grew by 3 percent and \
-                our schools taught 1200 more children to read. "
-        .repeat(80);
-    let path = dir.join("corpus.txt");
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
-}
-
-fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--vocab-size",
-        "320",
-        "--layers",
-        "4",
-        "--hidden",
-        "64",
-        "--heads",
-        "2",
-        "--kv-heads",
-        "1",
-        "--ffn",
-        "128",
-        "--steps",
-        steps,
-        "--seq-len",
-        "32",
-        "--batch-size",
-        "4",
-        "--lr",
-        "3e-3",
-        "--sharing-ratio",
-        "0.5",
-        "--interval",
-        "3",
-        "--block",
-        "1",
-        "--log-every",
-        "2",
-    ]
 }
 
 #[test]

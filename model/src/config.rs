@@ -117,28 +117,40 @@ impl ModelInfo {
         }
     }
 
-    /// The plan for `ratio`, refused when it makes more layers share than were trained to (or any
-    /// when none were), unless untrained sharing is allowed.
+    /// The plan for `ratio`, refused when it is above `max_sharing_ratio` as stated (0.6 on a
+    /// model trained to 0.5 is refused, though it selects as many layers), or when it makes more
+    /// layers share than were trained to (or any when none were), unless untrained sharing is
+    /// allowed. Every refusal names that one maximum.
     pub fn plan(&self, ratio: f64, allow_untrained_sharing: bool) -> Result<SharingPlan> {
-        let plan = SharingPlan::new(self.config.num_layers, ratio)?;
         let max = self.max_sharing_ratio(allow_untrained_sharing);
-        // What was trained is a number of layers: any ratio that selects no more of them is
-        // served (e.g. 0.25 on 30 layers is 7 layers, stored as 7/30 = 0.233).
         let trained_layers = match (&self.epas, allow_untrained_sharing) {
-            (_, true) => self.config.num_layers - 1,
+            (_, true) => self.config.num_layers.saturating_sub(1),
             (Some(meta), false) => meta.sharing_layers,
             (None, false) => 0,
         };
-        if plan.sharing_layers() > trained_layers || (ratio > max + 1e-12 && trained_layers == 0) {
-            let reason = if self.epas.is_none() {
-                "the checkpoint has no EPAS training; pass --allow-untrained-sharing to force it"
-                    .to_string()
-            } else {
-                "the checkpoint was trained up to this ratio; pass --allow-untrained-sharing to go further"
-                    .to_string()
-            };
-            return Err(ModelError::RatioAboveMax { ratio, max, reason });
+        // Infinite, NaN and negative ratios fall through to `SharingPlan::new`, which names their
+        // problem.
+        if ratio.is_finite() && ratio > max + 1e-12 {
+            return Err(self.above_max(ratio, max, allow_untrained_sharing));
+        }
+        let plan = SharingPlan::new(self.config.num_layers, ratio)?;
+        // A checkpoint whose stored ratio selects more layers than its metadata says were trained.
+        if plan.sharing_layers() > trained_layers {
+            return Err(self.above_max(ratio, max, allow_untrained_sharing));
         }
         Ok(plan)
+    }
+
+    fn above_max(&self, ratio: f64, max: f64, allow_untrained_sharing: bool) -> ModelError {
+        let reason = if allow_untrained_sharing {
+            "layer 0 never shares".to_string()
+        } else if self.epas.is_none() {
+            "the checkpoint has no EPAS training; pass --allow-untrained-sharing to force it"
+                .to_string()
+        } else {
+            "the checkpoint was trained up to this ratio; pass --allow-untrained-sharing to go further"
+                .to_string()
+        };
+        ModelError::RatioAboveMax { ratio, max, reason }
     }
 }

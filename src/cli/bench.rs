@@ -22,10 +22,13 @@ pub struct BenchArgs {
     /// Context already in the cache when decoding starts.
     #[arg(long, default_value_t = 0)]
     pub decode_context: usize,
+    /// Sharing ratios to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub ratios: Vec<f64>,
+    /// Runs per measurement; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }

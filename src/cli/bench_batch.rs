@@ -19,19 +19,25 @@ use super::ModelArgs;
 pub struct BenchBatchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Concurrent requests to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     pub concurrency: Vec<usize>,
+    /// Sharing ratios to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "0,0.5")]
     pub ratios: Vec<f64>,
+    /// Prompt length of each request.
     #[arg(long, default_value_t = 128)]
     pub prompt_tokens: usize,
+    /// Tokens generated per request.
     #[arg(long, default_value_t = 128)]
     pub gen_tokens: usize,
     /// Requests per measurement, at least the concurrency (default: 2 x concurrency).
     #[arg(long)]
     pub requests: Option<usize>,
+    /// Tokens per engine step (decode rows plus prefill chunks), as `serve`.
     #[arg(long, default_value_t = 512)]
     pub max_batch_tokens: usize,
+    /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

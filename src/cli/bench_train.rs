@@ -7,20 +7,28 @@ use epas_train::bench::bench_training;
 
 #[derive(Debug, Args)]
 pub struct BenchTrainArgs {
+    /// Decoder layers of the random model.
     #[arg(long, default_value_t = 8)]
     pub layers: usize,
+    /// Hidden size of the random model.
     #[arg(long, default_value_t = 128)]
     pub hidden: usize,
+    /// Attention heads.
     #[arg(long, default_value_t = 4)]
     pub heads: usize,
+    /// Key/value heads (grouped-query attention).
     #[arg(long, default_value_t = 2)]
     pub kv_heads: usize,
+    /// Feed-forward (MLP) inner size.
     #[arg(long, default_value_t = 352)]
     pub ffn: usize,
+    /// Vocabulary size.
     #[arg(long, default_value_t = 4096)]
     pub vocab_size: usize,
+    /// Tokens per training sequence.
     #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
+    /// Sequences per step.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Measure 0..=N sharing layers (default: half the layers).
@@ -29,6 +37,7 @@ pub struct BenchTrainArgs {
     /// Steps per depth (interleaved); the median is reported.
     #[arg(long, default_value_t = 7)]
     pub repeats: usize,
+    /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -7,6 +7,7 @@ use clap::Args;
 use epas_model::SharedAttention;
 use epas_model::{perplexity, EvalRow};
 
+use super::eval_defaults::{default_ratios, default_window, FEW_SCORED_TOKENS};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -16,17 +17,13 @@ pub struct EvalArgs {
     /// UTF-8 text to score.
     #[arg(long)]
     pub text: PathBuf,
-    /// Comma-separated sharing ratios.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "0,0.25,0.5",
-        allow_negative_numbers = true
-    )]
-    pub ratios: Vec<f64>,
-    /// Window length in tokens; windows do not overlap and their first token is not scored.
-    #[arg(long, default_value_t = 512)]
-    pub ctx: usize,
+    /// Comma-separated sharing ratios (default: those of 0, 0.25 and 0.5 the model serves).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub ratios: Option<Vec<f64>>,
+    /// Window length in tokens; windows do not overlap and their first token is not scored
+    /// (default: 512, or the model's context when shorter).
+    #[arg(long)]
+    pub ctx: Option<usize>,
     /// Use only the first N tokens of the text.
     #[arg(long)]
     pub max_tokens: Option<usize>,
@@ -43,14 +40,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         std::fs::read(&args.text).with_context(|| format!("reading {}", args.text.display()))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| anyhow::anyhow!("{} is not UTF-8 text: {e}", args.text.display()))?;
-    if args.ratios.is_empty() {
+    if args.ratios.as_ref().is_some_and(Vec::is_empty) {
         anyhow::bail!("--ratios needs at least one ratio");
     }
     let (mut model, tokenizer) = args.model.load()?;
-    let plans = args
-        .ratios
+    let allow = args.model.allow_untrained_sharing;
+    let ratios = match args.ratios {
+        Some(ratios) => ratios,
+        None => {
+            let (ratios, note) = default_ratios(&model.info, allow);
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
+            ratios
+        }
+    };
+    let ctx = args
+        .ctx
+        .unwrap_or_else(|| default_window(model.max_context()));
+    let plans = ratios
         .iter()
-        .map(|&r| model.info.plan(r, args.model.allow_untrained_sharing))
+        .map(|&r| model.info.plan(r, allow))
         .collect::<Result<Vec<_>, _>>()?;
     if args.recompute_attention {
         model.set_shared_attention(SharedAttention::Recompute);
@@ -65,8 +75,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} has fewer than 2 tokens", args.text.display());
     }
     let mut rows: Vec<EvalRow> = Vec::new();
-    for (&ratio, plan) in args.ratios.iter().zip(plans) {
-        let row = perplexity(&model, &tokens, args.ctx, ratio, plan)?;
+    for (&ratio, plan) in ratios.iter().zip(plans) {
+        let row = perplexity(&model, &tokens, ctx, ratio, plan)?;
         if !args.json {
             eprintln!(
                 "ratio {ratio}: perplexity {:.2}, {:.1} tok/s",
@@ -75,10 +85,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         rows.push(row);
     }
+    if let Some(scored) = rows.first().map(|r| r.scored_tokens) {
+        if scored < FEW_SCORED_TOKENS {
+            eprintln!(
+                "warning: only {scored} tokens scored; perplexities of fewer than \
+                 {FEW_SCORED_TOKENS} tokens scored are too noisy to compare ratios by"
+            );
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print_table(&rows, tokens.len(), args.ctx);
+        print_table(&rows, tokens.len(), ctx);
     }
     Ok(())
 }

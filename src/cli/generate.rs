@@ -23,15 +23,19 @@ pub struct GenerateArgs {
     /// Fraction of the deepest layers that reuse the source layer's Q/K (0 = none).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub sharing_ratio: f64,
+    /// Tokens to generate, at most.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
     /// 0 = greedy.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
+    /// Sample among the k most likely tokens only (0 = all).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
+    /// Nucleus sampling: the smallest set of tokens whose probability reaches p (1 = all).
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
+    /// Seed of the sampler (the same seed gives the same text).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Keep generating past end-of-sequence tokens (for speed measurements).
@@ -115,9 +119,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let prefill = prompt.len() as f64 / generation.prompt_time.as_secs_f64();
     let decode = n.saturating_sub(1) as f64 / generation.decode_time.as_secs_f64().max(1e-9);
     eprintln!(
-        "prompt: {} tokens, {prefill:.1} tok/s; generated: {n} tokens, {decode:.1} tok/s; finish: {:?}",
+        "prompt: {} tokens, {prefill:.1} tok/s; generated: {n} tokens, {decode:.1} tok/s; finish_reason: {}",
         prompt.len(),
-        generation.finish
+        generation.finish.as_str()
     );
     Ok(())
 }

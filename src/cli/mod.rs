@@ -6,7 +6,10 @@ mod bench_train;
 mod check_device;
 mod device;
 mod eval;
+mod eval_defaults;
 mod export;
+#[cfg(test)]
+mod flag_help;
 mod generate;
 mod memory;
 mod model_args;
@@ -77,12 +80,20 @@ pub fn init_logging(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_logs());
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// Colour codes only for a person at a terminal who has not asked for none
+/// (<https://no-color.org>): a file or a pipe keeps plain text.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Sizes both thread pools candle uses (rayon for matmuls, its own for elementwise ops read

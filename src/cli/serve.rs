@@ -16,8 +16,10 @@ use super::ModelArgs;
 pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Address to listen on (`0.0.0.0` for every interface).
     #[arg(long, env = "EPAS_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
+    /// Port to listen on.
     #[arg(long, env = "EPAS_PORT", default_value_t = 8080)]
     pub port: u16,
     /// Model id clients send (default: the file or folder name).
@@ -29,6 +31,7 @@ pub struct ServeArgs {
     /// Accepted API keys (comma-separated or repeated); none means no authentication.
     #[arg(long = "api-key", env = "EPAS_API_KEY", value_delimiter = ',')]
     pub api_keys: Vec<String>,
+    /// Sequences per engine step, at most.
     #[arg(long, env = "EPAS_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
     /// Tokens per engine step (decode rows plus prefill chunks).
@@ -43,10 +46,13 @@ pub struct ServeArgs {
     /// KV cache size in bytes.
     #[arg(long, env = "EPAS_KV_CACHE_BYTES")]
     pub kv_cache_bytes: Option<usize>,
+    /// Positions per KV cache block.
     #[arg(long, env = "EPAS_BLOCK_SIZE", default_value_t = 16)]
     pub block_size: usize,
+    /// Disable reuse of cached prompt prefixes across requests.
     #[arg(long, env = "EPAS_NO_PREFIX_CACHE")]
     pub no_prefix_cache: bool,
+    /// Request bodies larger than this get 413.
     #[arg(long, env = "EPAS_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
     /// Seconds a non-streamed request may take (streams: until headers are sent).
@@ -63,6 +69,7 @@ pub struct ServeArgs {
         default_value = "*"
     )]
     pub cors_origins: Vec<String>,
+    /// Largest `n` (choices per request) accepted.
     #[arg(long, env = "EPAS_MAX_N", default_value_t = 8)]
     pub max_n: usize,
     #[command(flatten)]

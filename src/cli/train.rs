@@ -24,14 +24,19 @@ pub struct TrainArgs {
     /// Size of the BPE vocabulary trained on the data (from-scratch runs).
     #[arg(long)]
     pub vocab_size: Option<usize>,
+    /// Decoder layers of a from-scratch model.
     #[arg(long)]
     pub layers: Option<usize>,
+    /// Hidden size of a from-scratch model.
     #[arg(long)]
     pub hidden: Option<usize>,
+    /// Attention heads of a from-scratch model.
     #[arg(long)]
     pub heads: Option<usize>,
+    /// Key/value heads of a from-scratch model (grouped-query attention).
     #[arg(long)]
     pub kv_heads: Option<usize>,
+    /// Feed-forward (MLP) inner size of a from-scratch model.
     #[arg(long)]
     pub ffn: Option<usize>,
     /// Context the trained model serves (default: --seq-len).
@@ -52,11 +57,13 @@ pub struct TrainArgs {
     /// Peak learning rate (warmup, then cosine decay to --min-lr-ratio of it).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Learning rate at the end of the cosine decay, as a fraction of --lr.
     #[arg(long, default_value_t = 0.1)]
     pub min_lr_ratio: f64,
     /// Warmup steps.
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
+    /// AdamW weight decay.
     #[arg(long, default_value_t = 0.1)]
     pub weight_decay: f64,
     /// Clip the global gradient norm to this (0: no clipping).
@@ -88,6 +95,7 @@ pub struct TrainArgs {
     /// Validation text (default: every 20th training sequence is held out).
     #[arg(long)]
     pub val_data: Option<PathBuf>,
+    /// Fraction of training sequences held out for validation when no --val-data is given.
     #[arg(long, default_value_t = 0.05)]
     pub val_fraction: f64,
     /// Steps between validation runs (default: steps / 20).
@@ -102,6 +110,7 @@ pub struct TrainArgs {
     /// Steps between progress lines.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
+    /// Seed of the initialisation and the data order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

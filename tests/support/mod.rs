@@ -1,6 +1,8 @@
 //! Starts the real `epas serve` binary on a free port for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod tiny_run;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -27,18 +29,17 @@ fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Starts `epas serve` with `extra` flags and waits (up to 60 s) for `/health` to say ok.
+    /// Starts `epas serve` on SmolLM2 with `extra` flags and waits (up to 60 s) for `/health` to
+    /// say ok.
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_model(model_path().to_str().unwrap(), extra)
+    }
+
+    /// As [`Server::start`] with `--model model` (a path or `builtin`).
+    pub fn start_model(model: &str, extra: &[&str]) -> Server {
         let port = free_port();
-        let model = model_path();
         let child = Command::new(env!("CARGO_BIN_EXE_epas"))
-            .args([
-                "serve",
-                "--model",
-                model.to_str().unwrap(),
-                "--port",
-                &port.to_string(),
-            ])
+            .args(["serve", "--model", model, "--port", &port.to_string()])
             .args(extra)
             .env("EPAS_THREADS", "2")
             .env("RUST_LOG", "warn")

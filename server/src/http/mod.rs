@@ -221,12 +221,14 @@ where
     let engine_config = config.engine.clone();
     let kv_dtype = engine_config.kv_dtype;
     let loader_state = state.clone();
+    let allow_untrained_sharing = config.http.allow_untrained_sharing;
     let loaded = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let (model, tokenizer) = load()?;
         let info = model.info.clone();
         let tokenizer = Arc::new(tokenizer);
+        // Only ratios this server serves get series: a refused ratio never has traffic.
         for ratio in [0.0, 0.25, 0.5, 0.75] {
-            if let Ok(plan) = epas_model::SharingPlan::new(info.config.num_layers, ratio) {
+            if let Ok(plan) = info.plan(ratio, allow_untrained_sharing) {
                 let bytes = epas_model::kv_bytes_per_token(&info.config, &plan, kv_dtype);
                 metrics.init_ratio(plan.effective_ratio(), bytes);
             }
