@@ -172,8 +172,9 @@ fn a_short_run_lowers_the_loss_and_grows_the_sharing_set() {
     // The served model accepts the trained ratio and refuses more.
     let (model, _) = epas_model::load_model(&out, &Device::Cpu).unwrap();
     assert!(model.info.plan(0.5, false).is_ok());
-    // Any ratio selecting no more than the 2 trained layers is served: floor(0.6 * 4) = 2.
-    assert_eq!(model.info.plan(0.6, false).unwrap().sharing_layers(), 2);
+    // The maximum applies to the ratio as requested (one maximum per server): 0.6 is refused
+    // although it would select the same 2 layers.
+    assert!(model.info.plan(0.6, false).is_err());
     assert!(model.info.plan(0.75, false).is_err());
 }
 
