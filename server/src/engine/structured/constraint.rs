@@ -50,10 +50,11 @@ impl OutputConstraint {
     }
 }
 
-/// Whitespace allowed between JSON tokens: at most 20 characters, so a model that prefers
-/// whitespace cannot fill its whole output with it (llama.cpp bounds it the same way). A schema
-/// that sets its own llguidance options (`x-guidance`) keeps them.
-const JSON_WHITESPACE: &str = r"[\x20\x0A\x0D\x09]{1,20}";
+/// Whitespace allowed between JSON tokens: one space, or one line break and at most 20 spaces or
+/// tabs of indentation, so a model that prefers whitespace cannot fill its output with blank
+/// lines (llama.cpp's JSON grammars bound it the same way). A schema that sets its own
+/// llguidance options (`x-guidance`) keeps them.
+const JSON_WHITESPACE: &str = r"\x20|\x0A[\x20\x09]{0,20}";
 
 pub(crate) fn with_bounded_whitespace(schema: Value) -> Value {
     let mut schema = match schema {
@@ -70,4 +71,40 @@ pub(crate) fn with_bounded_whitespace(schema: Value) -> Value {
 /// `s` as a Lark string literal.
 fn lark_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::engine::structured::{ConstraintCompiler, OutputConstraint};
+
+    /// How many characters of `text`, fed one character a token, a fresh `json_object` matcher
+    /// accepts.
+    fn accepted_chars(text: &str) -> usize {
+        let (_, tokenizer) = epas_builtin::load_builtin(&candle_core::Device::Cpu).unwrap();
+        let tokenizer = Arc::new(tokenizer);
+        let vocab = tokenizer.inner().get_vocab_size(true);
+        let compiler = ConstraintCompiler::new(tokenizer.clone(), vocab);
+        let mut matcher = compiler.compile(&OutputConstraint::JsonObject).unwrap();
+        let tokens: Vec<u32> = text
+            .chars()
+            .map(|c| {
+                let ids = tokenizer.encode(&c.to_string()).unwrap();
+                assert_eq!(ids.len(), 1, "{c:?} is one token");
+                ids[0]
+            })
+            .collect();
+        matcher.validate_tokens(&tokens).unwrap()
+    }
+
+    #[test]
+    fn json_whitespace_is_one_line_break_and_bounded_indentation() {
+        let indented = "{\n  \"a\": 1,\n  \"b\": [1, 2]\n}";
+        assert_eq!(accepted_chars(indented), indented.chars().count());
+        // A blank line, and indentation past 20 characters, are refused where they start.
+        assert_eq!(accepted_chars("{\n\n"), 2);
+        let deep = format!("{{\n{}", " ".repeat(21));
+        assert_eq!(accepted_chars(&deep), 22);
+    }
 }
