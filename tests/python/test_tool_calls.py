@@ -82,6 +82,9 @@ def check_calls(calls, names=None):
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
 
 
+MAX_TOKENS = 300
+
+
 def test_required_and_named_calls_have_arguments_valid_against_the_parameters(client):
     cases = []
     for i, question in enumerate(QUESTIONS):
@@ -94,13 +97,19 @@ def test_required_and_named_calls_have_arguments_valid_against_the_parameters(cl
 
     def run(case):
         question, choice, names, sampled = case
-        return case, ask(client, question, tool_choice=choice, **sampled).choices[0]
+        return case, ask(client, question, tool_choice=choice, max_tokens=MAX_TOKENS, **sampled)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(run, cases))
-    for (question, choice, names, _), answer in results:
+    for (question, choice, names, _), response in results:
+        answer = response.choices[0]
         assert answer.finish_reason == "tool_calls", (question, choice, answer)
-        assert answer.message.content is None, answer.message
+        # A small model repeats parallel calls until max_tokens; the call cut off there is not
+        # well formed and stays content (as in vLLM). A finished answer has no content.
+        if response.usage.completion_tokens < MAX_TOKENS:
+            assert answer.message.content is None, answer.message
+        elif answer.message.content is not None:
+            assert answer.message.content.lstrip().startswith("<tool_call>"), answer.message
         check_calls(answer.message.tool_calls, names)
         if names:
             assert len(answer.message.tool_calls) == 1, answer.message.tool_calls

@@ -54,7 +54,7 @@ impl OutputConstraint {
 /// tabs of indentation, so a model that prefers whitespace cannot fill its output with blank
 /// lines (llama.cpp's JSON grammars bound it the same way). A schema that sets its own
 /// llguidance options (`x-guidance`) keeps them.
-const JSON_WHITESPACE: &str = r"\x20|\x0A[\x20\x09]{0,20}";
+const JSON_WHITESPACE: &str = r"(?:\x20|\x0A[\x20\x09]{0,20})";
 
 pub(crate) fn with_bounded_whitespace(schema: Value) -> Value {
     let mut schema = match schema {
