@@ -1,6 +1,7 @@
 // EPAS Serve playground: plain JavaScript, no dependencies. Talks to this server only:
 // GET /info for the model and its sharing plans, POST /v1/completions and
-// /v1/chat/completions with `stream: true`, read with fetch + ReadableStream.
+// /v1/chat/completions with `stream: true`, read with fetch + ReadableStream; optionally
+// with a `response_format` (JSON object or JSON Schema) and, in chat, `tools`.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -284,6 +285,35 @@ class Speed {
   }
 }
 
+// A JSON text field parsed, or an Error naming the field.
+function parseJsonField(id, what) {
+  try {
+    return JSON.parse($(id).value);
+  } catch (e) {
+    throw new Error(`${what} is not valid JSON: ${e.message}`);
+  }
+}
+
+// The request fields of the Output box: `response_format`, and `tools` / `tool_choice` in chat.
+function outputFields(chat) {
+  const fields = {};
+  const format = $("output-format").value;
+  if (format === "json_object") fields.response_format = { type: "json_object" };
+  if (format === "json_schema") {
+    fields.response_format = {
+      type: "json_schema",
+      json_schema: { name: "playground", schema: parseJsonField("json-schema", "The JSON Schema"), strict: true },
+    };
+  }
+  if (chat && $("use-tools").checked) {
+    const tools = parseJsonField("tools", "Tools");
+    if (!Array.isArray(tools)) throw new Error("Tools must be a JSON array.");
+    fields.tools = tools;
+    fields.tool_choice = $("tool-choice").value;
+  }
+  return fields;
+}
+
 function requestBody(k, chatMessages, promptText) {
   const body = {
     model: state.info.id,
@@ -295,7 +325,7 @@ function requestBody(k, chatMessages, promptText) {
   };
   if (chatMessages) body.messages = chatMessages;
   else body.prompt = promptText;
-  return body;
+  return Object.assign(body, outputFields(Boolean(chatMessages)));
 }
 
 // Runs one streamed request; `view` gets text and speed updates. Resolves to the final text.
@@ -304,6 +334,7 @@ async function stream(endpoint, body, view) {
   state.controllers.push(controller);
   const speed = new Speed();
   let text = "";
+  const calls = []; // tool calls by index: {id, name, arguments}
   try {
     const response = await fetch(endpoint, {
       method: "POST",
@@ -339,15 +370,23 @@ async function stream(endpoint, body, view) {
           text += piece;
           view.text(text);
         }
+        for (const call of choice.delta?.tool_calls || []) {
+          const known = (calls[call.index] ||= { id: "", name: "", arguments: "" });
+          known.id = call.id || known.id;
+          known.name += call.function?.name || "";
+          known.arguments += call.function?.arguments || "";
+          speed.token(1);
+          view.toolCalls(calls.filter(Boolean));
+        }
       }
       view.speed(speed, false);
     }
     view.speed(speed, true);
-    return { text, speed };
+    return { text, speed, calls };
   } catch (e) {
     if (e.name === "AbortError") {
       view.speed(speed, true);
-      return { text, speed, aborted: true };
+      return { text, speed, calls, aborted: true };
     }
     throw e;
   } finally {
@@ -363,6 +402,21 @@ function showSpeed(targets, speed, done) {
   targets.tokens.textContent = String(speed.tokens) + (done ? "" : "…");
   targets.tps.dataset.value = tps === null ? "" : String(tps);
   targets.tps.dataset.done = String(done);
+}
+
+// The tool calls of an answer, as a list after its text (arguments as the model wrote them).
+function showToolCalls(container, calls) {
+  let list = container.querySelector(":scope > .tool-calls");
+  if (!list) {
+    list = el("ul", { class: "tool-calls", "aria-label": "Tool calls" });
+    container.append(list);
+  }
+  list.replaceChildren(
+    ...calls.map((c) =>
+      el("li", { class: "tool-call", "data-name": c.name, "data-arguments": c.arguments },
+        el("span", { class: "fn", text: c.name }), `(${c.arguments})`),
+    ),
+  );
 }
 
 // ---------------------------------------------------------------- single request
@@ -397,20 +451,20 @@ async function runSingle(mode, promptText) {
   let body;
   if (mode === "chat") {
     const messages = chatMessages(promptText);
+    body = requestBody(k, messages, null);
     state.history.push({ role: "user", content: promptText });
     renderTranscript();
     const turn = turnNode("assistant", "");
     out.append(turn);
     gen = turn.querySelector(".generated");
     endpoint = "/v1/chat/completions";
-    body = requestBody(k, messages, null);
     $("prompt").value = "";
   } else {
+    endpoint = "/v1/completions";
+    body = requestBody(k, null, promptText);
     out.replaceChildren(el("span", { class: "prompt-echo", text: promptText }));
     gen = el("span", { class: "generated" });
     out.append(gen);
-    endpoint = "/v1/completions";
-    body = requestBody(k, null, promptText);
   }
   gen.classList.add("streaming");
   const view = {
@@ -422,10 +476,15 @@ async function runSingle(mode, promptText) {
     epas: (e) => {
       $("used-ratio").textContent = `${fmtRatio(e.effective_sharing_ratio)} (${e.sharing_layers} share)`;
     },
+    toolCalls: (calls) => showToolCalls(gen.parentElement, calls),
   };
   try {
     const result = await stream(endpoint, body, view);
-    if (mode === "chat") state.history.push({ role: "assistant", content: result.text });
+    if (mode === "chat") {
+      // Calls stay in the transcript as text: the playground runs no tools to answer them.
+      const calls = result.calls.filter(Boolean).map((c) => `${c.name}(${c.arguments})`);
+      state.history.push({ role: "assistant", content: result.text || calls.join("\n") });
+    }
     const tps = result.speed.tokensPerSecond();
     setStatus(
       `${result.aborted ? "Stopped" : "Done"}: ${result.speed.tokens} tokens` +
@@ -472,6 +531,7 @@ async function runCompare(mode, promptText) {
       text: (t) => (c.gen.textContent = t),
       speed: (s, done) => showSpeed(c.targets, s, done),
       epas: () => {},
+      toolCalls: (calls) => showToolCalls(c.gen.parentElement, calls),
     };
     try {
       c.result = await stream(endpoint, requestBody(c.k, messages, promptText), view);
@@ -562,6 +622,7 @@ function onModeChange() {
   $("chat-hint").hidden = !chat;
   $("prompt-label").textContent = chat ? "Message" : "Prompt";
   $("generate").textContent = chat ? "Send" : "Generate";
+  $("tools-row").hidden = !chat;
   state.history = [];
   $("output").replaceChildren();
   if (chat && $("prompt").value.startsWith("Mr. Speaker")) $("prompt").value = "Name three rivers in Europe.";
@@ -601,6 +662,12 @@ function init() {
     setMessage("request-message", "");
   });
   for (const r of document.querySelectorAll('input[name="mode"]')) r.addEventListener("change", onModeChange);
+  $("output-format").addEventListener("change", () => {
+    $("schema-row").hidden = $("output-format").value !== "json_schema";
+  });
+  $("use-tools").addEventListener("change", () => {
+    $("tools-options").hidden = !$("use-tools").checked;
+  });
   $("compare").addEventListener("change", () => {
     $("compare-options").hidden = !$("compare").checked;
     $("single").hidden = $("compare").checked;

@@ -198,11 +198,8 @@ fn refusals_name_their_field_and_every_request_is_counted() {
             "previous_response_id",
         ),
         (
-            with(
-                "tools",
-                json!([{"type": "function", "name": "f", "parameters": {}}]),
-            ),
-            "tools",
+            with("tools", json!([{"type": "web_search_preview"}])),
+            "tools[0].type",
         ),
         (with("tool_choice", json!("required")), "tool_choice"),
         (with("max_output_tokens", json!(0)), "max_output_tokens"),

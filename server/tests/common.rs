@@ -9,7 +9,7 @@ use epas_model::random_model;
 use epas_model::{EpasLlama, LlamaConfig, SharingPlan, TextTokenizer};
 use epas_server::engine::{
     EngineConfig, EngineEvent, EngineHandle, Failure, FinishReason, GenerationParams,
-    GenerationRequest, NoObserver, Usage,
+    GenerationRequest, InvalidRequest, NoObserver, Refusal, Usage, ValidRequest,
 };
 
 pub fn smollm2() -> &'static (Arc<EpasLlama>, Arc<TextTokenizer>) {
@@ -53,6 +53,15 @@ pub fn engine(model: &(Arc<EpasLlama>, Arc<TextTokenizer>), config: EngineConfig
         Arc::new(NoObserver),
     )
     .unwrap()
+}
+
+/// The request's fault that the validation step found (panics on anything else).
+pub fn invalid(result: Result<ValidRequest, Refusal>) -> InvalidRequest {
+    match result {
+        Err(Refusal::Invalid(e)) => e,
+        Err(other) => panic!("refused, but not as an invalid request: {other:?}"),
+        Ok(_) => panic!("accepted"),
+    }
 }
 
 pub fn prompt(len: usize, salt: u32) -> Vec<u32> {

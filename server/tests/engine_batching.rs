@@ -156,7 +156,7 @@ fn a_prompt_larger_than_the_pool_is_an_error_not_a_hang() {
             ..Default::default()
         },
     );
-    let err = e.validate(request(prompt(100, 1), 8, 0.0, 4)).unwrap_err();
+    let err = invalid(e.validate(request(prompt(100, 1), 8, 0.0, 4)));
     assert_eq!(err.param, "prompt");
     assert!(err.message.contains("KV cache"), "{err}");
 }

@@ -94,7 +94,7 @@ fn a_sequence_that_cannot_fit_the_pool_is_refused_and_one_that_fits_never_loops(
             ..Default::default()
         },
     );
-    let err = e.validate(request(prompt(20, 1), 8, 0.0, 100)).unwrap_err();
+    let err = invalid(e.validate(request(prompt(20, 1), 8, 0.0, 100)));
     assert_eq!(err.param, "max_tokens");
     assert!(err.message.contains("KV cache"), "{err}");
     // Sharing half the layers keeps no K there: the same pool holds 85 positions of it.

@@ -1,8 +1,10 @@
 """The playground page in headless Chromium (Debian's chromium + chromium-driver, driven by
 selenium) against a real `epas serve`: a prompt at a chosen ratio streams text and shows
-tokens/s, chat mode answers, a compare runs three ratios side by side, the API-key field
-appears when the server needs a key. Screenshots go to target/test-artifacts/."""
+tokens/s, chat mode answers, a JSON Schema box constrains the answer and offered tools show
+their calls, a compare runs three ratios side by side, the API-key field appears when the
+server needs a key. Screenshots go to target/test-artifacts/."""
 
+import json
 import re
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from epas_testing import ARTIFACTS, epas_server, http, require_module, require_tool
 
 webdriver = require_module("selenium.webdriver")
+jsonschema = require_module("jsonschema")
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -146,6 +149,53 @@ def test_chat_mode(browser, server):
     assert [t.get_attribute("class") for t in turns] == ["turn user", "turn assistant"]
     assert turns[1].find_element(By.CSS_SELECTOR, ".generated").text.strip()
     assert prompt.get_attribute("value") == ""
+
+
+def send_chat(d, text):
+    prompt = by_id(d, "prompt")
+    prompt.clear()
+    prompt.send_keys(text, Keys.ENTER)
+    wait(d, lambda d: by_id(d, "tps").get_attribute("data-done") == "true"
+         and by_id(d, "generate").is_enabled())
+
+
+def test_json_schema_box_constrains_the_answer_and_tool_calls_are_shown(browser, server):
+    d = browser
+    open_page(d, server)
+    by_id(d, "mode-chat").click()
+    by_id(d, "max-tokens").clear()
+    by_id(d, "max-tokens").send_keys("80")
+    assert not by_id(d, "schema-row").is_displayed()
+    Select(by_id(d, "output-format")).select_by_value("json_schema")
+    assert by_id(d, "schema-row").is_displayed()
+    schema = json.loads(by_id(d, "json-schema").get_attribute("value"))
+
+    send_chat(d, "Name a large city and its population.")
+    answer = d.find_elements(By.CSS_SELECTOR, "#output .turn.assistant .generated")[-1].text
+    jsonschema.validate(json.loads(answer), schema)
+
+    # A schema that is not JSON is refused in the page, naming the box.
+    by_id(d, "json-schema").send_keys("}")
+    by_id(d, "prompt").send_keys("Again.", Keys.ENTER)
+    wait(d, lambda d: "not valid JSON" in by_id(d, "request-message").text)
+    assert "JSON Schema" in by_id(d, "request-message").text
+
+    Select(by_id(d, "output-format")).select_by_value("text")
+    assert by_id(d, "tools-row").is_displayed()
+    by_id(d, "use-tools").click()
+    assert by_id(d, "tools-options").is_displayed()
+    Select(by_id(d, "tool-choice")).select_by_value("required")
+    tools = json.loads(by_id(d, "tools").get_attribute("value"))
+    send_chat(d, "What is the weather in Paris?")
+    calls = d.find_elements(By.CSS_SELECTOR, "#output .turn.assistant:last-child .tool-call")
+    assert calls, by_id(d, "output").text
+    parameters = tools[0]["function"]["parameters"]
+    for call in calls:
+        assert call.get_attribute("data-name") == "get_weather"
+        jsonschema.validate(json.loads(call.get_attribute("data-arguments")), parameters)
+        assert call.text.startswith("get_weather(")
+    save_full_page(d, "playground-tools.png")
+    assert not severe_console_errors(d)
 
 
 def test_escape_stops_a_stream_and_the_server_cancels_it(browser, server):

@@ -114,7 +114,7 @@ def test_sharing_ratio_extension_and_alias(client):
 def test_refusals_name_the_field(client):
     for extra, param in [
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
-        ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+        ({"tools": [{"type": "web_search_preview"}]}, "tools[0].type"),
         ({"max_output_tokens": 0}, "max_output_tokens"),
     ]:
         params = dict(model=NAME, input="Hi", max_output_tokens=2)
@@ -124,3 +124,78 @@ def test_refusals_name_the_field(client):
         assert e.value.param == param
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="gpt-5", input="Hi")
+
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
+           "parameters": {"type": "object",
+                          "properties": {"city": {"type": "string", "maxLength": 24},
+                                         "unit": {"enum": ["celsius", "fahrenheit"]}},
+                          "required": ["city", "unit"], "additionalProperties": False}}
+ADD = {"type": "function", "name": "add", "description": "Add two integers",
+       "parameters": {"type": "object",
+                      "properties": {"a": {"type": "integer", "minimum": -1000, "maximum": 1000},
+                                     "b": {"type": "integer", "minimum": -1000, "maximum": 1000}},
+                      "required": ["a", "b"], "additionalProperties": False}}
+PARAMETERS = {t["name"]: t["parameters"] for t in (WEATHER, ADD)}
+
+
+def calls_of(response):
+    """(name, arguments) of each function_call item, checked against its parameters."""
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert calls, response.output
+    for call in calls:
+        assert call.call_id.startswith("call_") and call.id.startswith("fc_"), call
+        assert call.status == "completed"
+        jsonschema.validate(json.loads(call.arguments), PARAMETERS[call.name])
+    return [(c.name, json.loads(c.arguments)) for c in calls]
+
+
+@pytest.mark.parametrize("choice, names", [
+    ("required", {"get_weather", "add"}),
+    ({"type": "function", "name": "add"}, {"add"}),
+])
+def test_forced_function_calls_are_output_items_valid_against_the_parameters(client, choice,
+                                                                             names):
+    params = dict(model=NAME, input="What is 17 plus 25, and the weather in Oslo?",
+                  tools=[WEATHER, ADD], tool_choice=choice, parallel_tool_calls=False,
+                  max_output_tokens=120, temperature=0)
+    whole = client.responses.create(**params)
+    assert whole.status == "completed", whole
+    calls = calls_of(whole)
+    assert len(calls) == 1 and calls[0][0] in names
+    assert whole.tool_choice == choice or whole.tool_choice.name == "add"
+    assert [t.name for t in whole.tools] == ["get_weather", "add"]
+
+    events = list(client.responses.create(stream=True, **params))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    deltas = "".join(e.delta for e in events
+                     if e.type == "response.function_call_arguments.delta")
+    assert [(e.name, json.loads(e.arguments)) for e in done] == calls
+    assert json.loads(deltas) == calls[0][1]
+    final = events[-1]
+    assert final.type == "response.completed"
+    assert calls_of(final.response) == calls
+    added = [e.item for e in events if e.type == "response.output_item.added"]
+    assert [i.type for i in added] == [i.type for i in final.response.output]
+
+
+def test_a_conversation_with_function_call_outputs_continues(client):
+    first = client.responses.create(model=NAME, input=[{"role": "user",
+                                                        "content": "What is 17 plus 25?"}],
+                                    tools=[ADD], tool_choice="required",
+                                    parallel_tool_calls=False, max_output_tokens=80,
+                                    temperature=0)
+    call = next(item for item in first.output if item.type == "function_call")
+    history = [{"role": "user", "content": "What is 17 plus 25?"}]
+    history += [item.model_dump(exclude_none=True) for item in first.output]
+    history.append({"type": "function_call_output", "call_id": call.call_id, "output": "42"})
+    second = client.responses.create(model=NAME, input=history, tools=[ADD],
+                                     max_output_tokens=40, temperature=0)
+    assert second.status in ("completed", "incomplete")
+    assert second.output and second.usage.input_tokens > first.usage.input_tokens
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=NAME, input=history[:-1] + [
+            {"role": "user", "content": "and?"}], max_output_tokens=4)
+    assert e.value.param.endswith(".call_id")

@@ -18,7 +18,7 @@ use super::request::{EngineEvent, GenerationRequest};
 use super::scheduler::Scheduler;
 use super::state::{EngineSnapshot, EngineState};
 use super::structured::ConstraintCompiler;
-use super::validate::{InvalidRequest, RequestLimits, ValidRequest, Validator};
+use super::validate::{Refusal, RequestLimits, ValidRequest, Validator};
 use super::Submission;
 
 /// Why a valid request was not accepted.
@@ -107,7 +107,7 @@ impl EngineHandle {
 
     /// The validation step: checks `request` against the model and the engine and compiles its
     /// output constraint (on the caller's thread, not the engine's).
-    pub fn validate(&self, request: GenerationRequest) -> Result<ValidRequest, InvalidRequest> {
+    pub fn validate(&self, request: GenerationRequest) -> Result<ValidRequest, Refusal> {
         self.validator.validate(request)
     }
 

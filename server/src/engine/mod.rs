@@ -40,7 +40,7 @@ pub(crate) use structured::with_bounded_whitespace;
 #[cfg(test)]
 pub(crate) use structured::ConstraintCompiler;
 pub use structured::{OutputConstraint, RequestConstraint};
-pub use validate::{InvalidRequest, RequestLimits, ValidRequest};
+pub use validate::{InvalidRequest, Refusal, RequestLimits, ValidRequest};
 
 pub(crate) struct Submission {
     pub id: u64,

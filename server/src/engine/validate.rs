@@ -7,7 +7,7 @@ use epas_model::SharingPlan;
 use llguidance::Matcher;
 
 use super::request::GenerationRequest;
-use super::structured::ConstraintCompiler;
+use super::structured::{CompileError, ConstraintCompiler};
 
 /// A request that fits this engine: a non-empty prompt of known tokens, `n` and `max_tokens`
 /// within limits, prompt plus output within both the model's context and the KV pool, and an
@@ -43,19 +43,36 @@ pub(crate) struct Validator {
 }
 
 impl Validator {
-    pub fn validate(&self, request: GenerationRequest) -> Result<ValidRequest, InvalidRequest> {
+    pub fn validate(&self, request: GenerationRequest) -> Result<ValidRequest, Refusal> {
         self.limits.check(&request)?;
         let matcher = match &request.constraint {
             None => None,
-            Some(c) => Some(self.compiler.compile(&c.output).map_err(|e| {
-                InvalidRequest::new(
+            Some(c) => Some(self.compiler.compile(&c.output).map_err(|e| match e {
+                CompileError::Refused(e) => Refusal::Invalid(InvalidRequest::new(
                     c.field,
                     format!("the {} constraint is not usable: {e}", c.output.kind()),
-                )
+                )),
+                CompileError::Unavailable(message) => Refusal::Unsupported {
+                    param: c.field,
+                    message,
+                },
             })?),
         };
         Ok(ValidRequest { request, matcher })
     }
+}
+
+/// Why the validation step refused a request: the request's fault, or something this server
+/// cannot do for any request (output constraints when llguidance cannot read the tokenizer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    #[error("{message}")]
+    Unsupported {
+        param: &'static str,
+        message: String,
+    },
 }
 
 /// Why a request was refused, naming the request field at fault.

@@ -158,6 +158,21 @@ impl From<crate::engine::InvalidRequest> for ApiError {
     }
 }
 
+/// A request the validation step refused: a 400 for the request's fault, a 501 for what this
+/// server cannot do for any request (the client should not retry it here).
+impl From<crate::engine::Refusal> for ApiError {
+    fn from(e: crate::engine::Refusal) -> Self {
+        match e {
+            crate::engine::Refusal::Invalid(e) => e.into(),
+            crate::engine::Refusal::Unsupported { param, message } => Self {
+                param: Some(param.into()),
+                code: Some("not_implemented"),
+                ..Self::new(StatusCode::NOT_IMPLEMENTED, "server_error", message)
+            },
+        }
+    }
+}
+
 /// A request that failed while generating: a 500 when the engine failed, a 400 when its own
 /// output constraint could not go on.
 impl From<crate::engine::Failure> for ApiError {
@@ -169,5 +184,31 @@ impl From<crate::engine::Failure> for ApiError {
                     .with_code("constraint_failed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{InvalidRequest, Refusal};
+
+    #[test]
+    fn a_refusal_is_the_clients_fault_only_when_the_request_is_invalid() {
+        let invalid: ApiError = Refusal::Invalid(InvalidRequest {
+            param: "structured_outputs",
+            code: None,
+            message: "bad regex".into(),
+        })
+        .into();
+        assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+        assert_eq!(invalid.param.as_deref(), Some("structured_outputs"));
+        let unsupported: ApiError = Refusal::Unsupported {
+            param: "response_format",
+            message: "output constraints are unavailable: no trie".into(),
+        }
+        .into();
+        assert_eq!(unsupported.status, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(unsupported.code, Some("not_implemented"));
+        assert!(unsupported.message.contains("unavailable"));
     }
 }

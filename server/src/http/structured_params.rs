@@ -76,7 +76,7 @@ pub(super) fn refuse_unknown_keys(
     known: &[&str],
 ) -> Result<(), ApiError> {
     match map.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(key) => Err(ApiError::invalid(
+        Some(key) => Err(ApiError::unsupported_field(
             format!("{field}.{key}"),
             format!(
                 "unsupported field `{key}` in {field} (accepted: {})",
@@ -357,5 +357,29 @@ mod tests {
             "guided_json"
         );
         assert_eq!(refused_field(json!({"guided_regex": 5})), "guided_regex");
+    }
+
+    #[test]
+    fn unknown_keys_inside_a_constraint_are_unsupported_fields() {
+        for (body, param) in [
+            (
+                json!({"structured_outputs": {"xml": "a"}}),
+                "structured_outputs.xml",
+            ),
+            (
+                json!({"response_format": {"type": "json_object", "schema": {}}}),
+                "response_format.schema",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {}, "extra": 1}}}),
+                "response_format.json_schema.extra",
+            ),
+        ] {
+            let e = parse(body.clone()).unwrap_err();
+            assert_eq!(e.status, 400, "{body}");
+            assert_eq!(e.param.as_deref(), Some(param), "{body}");
+            assert_eq!(e.code, Some("unsupported_field"), "{body}");
+        }
     }
 }

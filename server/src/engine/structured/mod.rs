@@ -9,7 +9,7 @@ mod constraint;
 mod filter;
 mod tokenizer_env;
 
-pub(crate) use compiler::ConstraintCompiler;
+pub(crate) use compiler::{CompileError, ConstraintCompiler};
 pub(crate) use constraint::with_bounded_whitespace;
 pub use constraint::OutputConstraint;
 pub(crate) use filter::{as_matcher_token, MatcherFilter};

@@ -1,37 +1,63 @@
-//! The answer of `/v1/responses`: a `response` object whose output is one assistant message,
-//! or the Responses stream events, each with its `sequence_number`.
+//! The answer of `/v1/responses`: a `response` object whose output is an assistant message and,
+//! with tools, the `function_call` items read out of the text; or the Responses stream events,
+//! each with its `sequence_number`. A streamed call is an item of its own
+//! (`response.output_item.added`, `response.function_call_arguments.delta` / `.done`,
+//! `response.output_item.done`).
 
 use axum::response::sse::Event;
 use serde_json::{json, Value};
 
 use super::super::answer_format::{sse_event, AnswerFormat, ChoiceOutput, StreamStep};
+use super::super::generation::new_id;
+use super::super::tool_calls::{CallStream, FunctionCall, Piece, ReadOutput, ToolOutput};
 use crate::engine::{FinishReason, Usage};
 
 /// Fixed fields of one request's answer.
 pub struct ResponsesFormat {
     id: String,
-    item_id: String,
     created_at: u64,
     /// `model`, `epas` and the request fields a response repeats (`instructions`,
-    /// `max_output_tokens`, `temperature`, `text`...).
+    /// `max_output_tokens`, `temperature`, `text`, `tools`...).
     fixed: Value,
     /// Events sent so far (the next event's `sequence_number`).
     sequence: u64,
-    /// The streamed text so far, and how the choice ended.
-    text: String,
     finish: Option<FinishReason>,
+    /// How the answer is read for calls (`None`: it is not), and the stream so read.
+    tools: Option<ToolOutput>,
+    calls: Option<CallStream>,
+    /// Output items finished so far, and the message being streamed.
+    items: Vec<Value>,
+    message: Option<OpenMessage>,
+    /// The first message's id (given, so that an answer without tools has a known one).
+    first_message_id: Option<String>,
+}
+
+/// A message item whose text is streaming.
+struct OpenMessage {
+    id: String,
+    index: usize,
+    text: String,
 }
 
 impl ResponsesFormat {
-    pub fn new(id: String, item_id: String, created_at: u64, fixed: Value) -> Self {
+    pub fn new(
+        id: String,
+        message_id: String,
+        created_at: u64,
+        fixed: Value,
+        tools: Option<ToolOutput>,
+    ) -> Self {
         Self {
             id,
-            item_id,
             created_at,
             fixed,
             sequence: 0,
-            text: String::new(),
             finish: None,
+            calls: tools.as_ref().map(ToolOutput::stream),
+            tools,
+            items: Vec::new(),
+            message: None,
+            first_message_id: Some(message_id),
         }
     }
 
@@ -46,18 +72,12 @@ impl ResponsesFormat {
                 Value::Null
             },
             "output": output, "usage": usage.map(usage_json),
-            "tools": [], "tool_choice": "auto", "store": false,
-            "previous_response_id": null,
+            "store": false, "previous_response_id": null,
         });
         if let (Value::Object(map), Value::Object(fixed)) = (&mut object, &self.fixed) {
             map.extend(fixed.clone());
         }
         object
-    }
-
-    fn message_item(&self, status: &str, content: Value) -> Value {
-        json!({"type": "message", "id": self.item_id, "status": status, "role": "assistant",
-               "content": content})
     }
 
     /// An event of type `kind` with `fields`, numbered.
@@ -70,38 +90,54 @@ impl ResponsesFormat {
         sse_event(Some(kind), &fields)
     }
 
-    fn text_event(&mut self, kind: &str, fields: Value) -> Event {
-        let mut fields = fields;
-        if let Value::Object(map) = &mut fields {
-            map.insert("item_id".into(), json!(self.item_id));
-            map.insert("output_index".into(), json!(0));
+    /// An event about the open message's text.
+    fn text_event(&mut self, kind: &str, mut fields: Value) -> Event {
+        if let (Value::Object(map), Some(open)) = (&mut fields, &self.message) {
+            map.insert("item_id".into(), json!(open.id));
+            map.insert("output_index".into(), json!(open.index));
             map.insert("content_index".into(), json!(0));
         }
         self.event(kind, fields)
     }
 
-    fn delta(&mut self, text: &str) -> Vec<Event> {
-        if text.is_empty() {
-            return Vec::new();
-        }
-        self.text.push_str(text);
-        vec![self.text_event(
-            "response.output_text.delta",
-            json!({"delta": text, "logprobs": []}),
-        )]
+    fn message_id(&mut self) -> String {
+        self.first_message_id
+            .take()
+            .unwrap_or_else(|| new_id("msg_"))
     }
 
-    fn done(&mut self, usage: &Usage) -> Vec<Event> {
-        let status = status(self.finish.unwrap_or(FinishReason::Length));
-        let text = self.text.clone();
-        let part = output_text(&text);
-        let item = self.message_item(status, json!([part]));
-        let response = self.response_object(status, json!([item]), Some(usage));
-        let last = match status {
-            "completed" => "response.completed",
-            _ => "response.incomplete",
+    fn open_message(&mut self) -> Vec<Event> {
+        if self.message.is_some() {
+            return Vec::new();
+        }
+        let open = OpenMessage {
+            id: self.message_id(),
+            index: self.items.len(),
+            text: String::new(),
         };
+        let item = message_item(&open.id, "in_progress", json!([]));
+        let index = open.index;
+        self.message = Some(open);
         vec![
+            self.event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            ),
+            self.text_event(
+                "response.content_part.added",
+                json!({"part": output_text("")}),
+            ),
+        ]
+    }
+
+    fn close_message(&mut self, status: &str) -> Vec<Event> {
+        let Some(open) = &self.message else {
+            return Vec::new();
+        };
+        let (id, index, text) = (open.id.clone(), open.index, open.text.clone());
+        let part = output_text(&text);
+        let item = message_item(&id, status, json!([part]));
+        let events = vec![
             self.text_event(
                 "response.output_text.done",
                 json!({"text": text, "logprobs": []}),
@@ -109,10 +145,89 @@ impl ResponsesFormat {
             self.text_event("response.content_part.done", json!({"part": part})),
             self.event(
                 "response.output_item.done",
-                json!({"output_index": 0, "item": item}),
+                json!({"output_index": index, "item": item}),
             ),
-            self.event(last, json!({"response": response})),
-        ]
+        ];
+        self.message = None;
+        self.items.push(item);
+        events
+    }
+
+    fn content(&mut self, text: &str) -> Vec<Event> {
+        if text.is_empty() {
+            return Vec::new();
+        }
+        let mut events = self.open_message();
+        if let Some(open) = &mut self.message {
+            open.text.push_str(text);
+        }
+        events.push(self.text_event(
+            "response.output_text.delta",
+            json!({"delta": text, "logprobs": []}),
+        ));
+        events
+    }
+
+    fn call(&mut self, call: &FunctionCall) -> Vec<Event> {
+        let mut events = self.close_message("completed");
+        let index = self.items.len();
+        let id = new_id("fc_");
+        let added = function_call_item(&id, call, "", "in_progress");
+        let done = function_call_item(&id, call, &call.arguments, "completed");
+        events.extend([
+            self.event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": added}),
+            ),
+            self.event(
+                "response.function_call_arguments.delta",
+                json!({"item_id": id, "output_index": index, "delta": call.arguments}),
+            ),
+            self.event(
+                "response.function_call_arguments.done",
+                json!({"item_id": id, "output_index": index, "name": call.name,
+                       "arguments": call.arguments}),
+            ),
+            self.event(
+                "response.output_item.done",
+                json!({"output_index": index, "item": done}),
+            ),
+        ]);
+        self.items.push(done);
+        events
+    }
+
+    /// The events of streamed `text`, read for calls when there are tools.
+    fn text(&mut self, text: &str, last: bool) -> Vec<Event> {
+        let pieces = match (&mut self.calls, last) {
+            (Some(calls), false) => calls.push(text),
+            (Some(calls), true) => calls.finish(text),
+            (None, _) => vec![Piece::Content(text.to_string())],
+        };
+        let mut events = Vec::new();
+        for piece in pieces {
+            events.extend(match piece {
+                Piece::Content(text) => self.content(&text),
+                Piece::Call { call, .. } => self.call(&call),
+            });
+        }
+        events
+    }
+
+    fn done(&mut self, usage: &Usage) -> Vec<Event> {
+        let status = status(self.finish.unwrap_or(FinishReason::Length));
+        let mut events = Vec::new();
+        if self.items.is_empty() {
+            events.extend(self.open_message());
+        }
+        events.extend(self.close_message(status));
+        let response = self.response_object(status, json!(self.items), Some(usage));
+        let last = match status {
+            "completed" => "response.completed",
+            _ => "response.incomplete",
+        };
+        events.push(self.event(last, json!({"response": response})));
+        events
     }
 }
 
@@ -122,6 +237,16 @@ fn status(finish: FinishReason) -> &'static str {
         FinishReason::Stop => "completed",
         FinishReason::Length => "incomplete",
     }
+}
+
+fn message_item(id: &str, status: &str, content: Value) -> Value {
+    json!({"type": "message", "id": id, "status": status, "role": "assistant",
+           "content": content})
+}
+
+fn function_call_item(id: &str, call: &FunctionCall, arguments: &str, status: &str) -> Value {
+    json!({"type": "function_call", "id": id, "call_id": call.id, "name": call.name,
+           "arguments": arguments, "status": status})
 }
 
 fn output_text(text: &str) -> Value {
@@ -141,27 +266,23 @@ fn usage_json(u: &Usage) -> Value {
 impl AnswerFormat for ResponsesFormat {
     fn opening(&mut self) -> Vec<Event> {
         let response = self.response_object("in_progress", json!([]), None);
-        let item = self.message_item("in_progress", json!([]));
-        vec![
+        let mut events = vec![
             self.event("response.created", json!({"response": response})),
             self.event("response.in_progress", json!({"response": response})),
-            self.event(
-                "response.output_item.added",
-                json!({"output_index": 0, "item": item}),
-            ),
-            self.text_event(
-                "response.content_part.added",
-                json!({"part": output_text("")}),
-            ),
-        ]
+        ];
+        // Without tools the answer is one message, opened at once; with tools the text decides.
+        if self.tools.is_none() {
+            events.extend(self.open_message());
+        }
+        events
     }
 
     fn step(&mut self, step: StreamStep<'_>) -> Vec<Event> {
         match step {
-            StreamStep::Text { text, .. } => self.delta(text),
+            StreamStep::Text { text, .. } => self.text(text, false),
             StreamStep::Finished { text, reason, .. } => {
                 self.finish = Some(reason);
-                self.delta(text)
+                self.text(text, true)
             }
             StreamStep::Done(usage) => self.done(usage),
             StreamStep::Failed(error) => {
@@ -183,7 +304,30 @@ impl AnswerFormat for ResponsesFormat {
     fn response(&self, choices: Vec<ChoiceOutput>, usage: &Usage) -> Value {
         let choice = choices.into_iter().next().unwrap_or_default();
         let status = status(choice.finish);
-        let item = self.message_item(status, json!([output_text(&choice.text)]));
-        self.response_object(status, json!([item]), Some(usage))
+        let read = match &self.tools {
+            Some(tools) => tools.read(&choice.text),
+            None => ReadOutput {
+                content: choice.text,
+                calls: Vec::new(),
+            },
+        };
+        let mut output = Vec::with_capacity(read.calls.len() + 1);
+        if !read.content.is_empty() || read.calls.is_empty() {
+            let id = self.first_message_id.clone().unwrap_or_default();
+            output.push(message_item(
+                &id,
+                status,
+                json!([output_text(&read.content)]),
+            ));
+        }
+        for call in &read.calls {
+            output.push(function_call_item(
+                &new_id("fc_"),
+                call,
+                &call.arguments,
+                "completed",
+            ));
+        }
+        self.response_object(status, json!(output), Some(usage))
     }
 }

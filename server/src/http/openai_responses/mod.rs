@@ -27,15 +27,20 @@ use super::generation::{self, epas_object, new_id, unix_now, Answer, Prepared};
 use super::params::{generation_params, Limits};
 use super::schema::CommonParams;
 use super::state::AppState;
+use super::tool_calls::ToolPlan;
 use crate::engine::GenerationRequest;
 use format::ResponsesFormat;
 use input::conversation;
 use request::ResponsesRequest;
 use text_format::text_constraint;
-use tools::refuse_tools;
+use tools::{echoed, tool_request};
 
 /// The fields the shared checks name otherwise.
-const RENAMES: &[(&str, &str)] = &[("max_tokens", "max_output_tokens"), ("prompt", "input")];
+const RENAMES: &[(&str, &str)] = &[
+    ("max_tokens", "max_output_tokens"),
+    ("prompt", "input"),
+    ("messages", "input"),
+];
 
 /// `max_output_tokens` when the request gives none (clipped to what the context leaves), as
 /// chat's default `max_tokens`.
@@ -52,7 +57,11 @@ pub async fn create(
 
 fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepared, ApiError> {
     let req: ResponsesRequest = parse(headers, body, &[field_names::<ResponsesRequest>()])?;
-    refuse_tools(req.tools.as_ref(), req.tool_choice.as_ref())?;
+    let tools = tool_request(
+        req.tools.as_deref(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls,
+    )?;
     if req.previous_response_id.is_some() {
         return Err(ApiError::invalid(
             "previous_response_id",
@@ -60,7 +69,7 @@ fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepar
              conversation in `input`",
         ));
     }
-    let constraint = text_constraint(req.text.as_ref())?;
+    let text_format = text_constraint(req.text.as_ref())?;
     let metadata = metadata(req.metadata.as_ref())?;
     let input = req
         .input
@@ -69,10 +78,10 @@ fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepar
     let turns = conversation(req.instructions.as_deref(), input)?;
     let ready = state.ready()?;
     let resolved = state.resolve(ready, req.model.as_deref(), req.sharing_ratio)?;
-    let text = ready
-        .tokenizer
-        .apply_chat_template(&turns, true)
-        .map_err(|e| ApiError::invalid("input", e.to_string()))?;
+    let (echoed_tools, echoed_choice) = echoed(tools.as_ref());
+    let tools = ToolPlan::new(tools, &ready.tokenizer);
+    let constraint = tools.constraint(text_format)?;
+    let text = tools.prompt(&ready.tokenizer, &turns, true)?;
     let prompt = ready
         .tokenizer
         .encode(&text)
@@ -106,10 +115,18 @@ fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepar
         "top_p": req.top_p.unwrap_or(1.0),
         "metadata": metadata,
         "parallel_tool_calls": req.parallel_tool_calls.unwrap_or(true),
+        "tools": echoed_tools,
+        "tool_choice": echoed_choice,
         "text": req.text.clone().filter(|t| !t.is_null()).unwrap_or(json!({"format": {"type": "text"}})),
         "epas": epas_object(&resolved),
     });
-    let format = ResponsesFormat::new(new_id("resp_"), new_id("msg_"), unix_now(), fixed);
+    let format = ResponsesFormat::new(
+        new_id("resp_"),
+        new_id("msg_"),
+        unix_now(),
+        fixed,
+        tools.output(),
+    );
     Ok(Prepared {
         request: GenerationRequest {
             prompt,

@@ -23,8 +23,8 @@ pub struct ResponsesRequest {
     pub store: Option<bool>,
     pub text: Option<Value>,
     pub parallel_tool_calls: Option<bool>,
-    pub tools: Option<Value>,
-    pub tool_choice: Option<Value>,
+    pub tools: Option<Vec<ToolSpec>>,
+    pub tool_choice: Option<ToolChoiceSpec>,
     pub previous_response_id: Option<String>,
     // Extension.
     pub sharing_ratio: Option<f64>,
@@ -38,13 +38,19 @@ pub enum Input {
     Items(Vec<InputItem>),
 }
 
-/// An input item; only messages are read, other types are refused by type.
+/// An input item: a message, a function call an earlier answer made (`call_id`, `name`,
+/// `arguments`) or its result (`call_id`, `output`); which fields a type needs is checked after
+/// reading.
 #[derive(Debug, Clone, Deserialize)]
 pub struct InputItem {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub role: Option<String>,
     pub content: Option<ItemContent>,
+    pub call_id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: Option<String>,
+    pub output: Option<ItemContent>,
     /// An earlier response's output item sent back carries these; accepted, not used.
     #[allow(dead_code)]
     pub id: Option<String>,
@@ -66,6 +72,36 @@ pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub text: Option<String>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+/// A tool as the Responses API states it (flat: `{"type": "function", "name", "parameters"}`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolSpec {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub parameters: Option<Value>,
+    pub strict: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+/// `"none"`, `"auto"`, `"required"` or `{"type": "function", "name"}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoiceSpec {
+    Mode(String),
+    Named(NamedTool),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NamedTool {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub name: Option<String>,
     #[serde(flatten)]
     pub unknown: UnknownFields,
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use super::super::error::ApiError;
-use super::tools::FunctionTool;
+use super::tools::{FunctionTool, ToolChoice};
 
 /// The most tools one request may offer (OpenAI's limit).
 pub(crate) const MAX_TOOLS: usize = 128;
@@ -89,4 +89,45 @@ pub(crate) fn object_schema(value: Option<&Value>, at: &str) -> Result<Option<Va
 /// The last name of a field path (`name` of `tools[0].function.name`).
 fn last(at: &str) -> &str {
     at.rsplit('.').next().unwrap_or(at)
+}
+
+/// A tool's (or a choice's) `type` at `at`: `function`, the only type this server calls.
+pub(crate) fn function_type(kind: Option<&str>, at: &str, what: &str) -> Result<(), ApiError> {
+    match kind {
+        Some("function") => Ok(()),
+        None => Err(ApiError::required(at, "type")),
+        Some(other) => Err(ApiError::invalid(
+            format!("{at}.type"),
+            format!("{what} type `{other}` is not supported (function only)"),
+        )),
+    }
+}
+
+/// A `tool_choice` given as a word: `none`, `auto` or `required`.
+pub(crate) fn choice_mode(mode: &str) -> Result<ToolChoice, ApiError> {
+    match mode {
+        "none" => Ok(ToolChoice::None),
+        "auto" => Ok(ToolChoice::Auto),
+        "required" => Ok(ToolChoice::Required),
+        other => Err(ApiError::invalid(
+            "tool_choice",
+            format!("tool_choice `{other}` is not one of none, auto, required, or a function"),
+        )),
+    }
+}
+
+/// A `tool_choice` naming one of `tools` (the name given at `at`).
+pub(crate) fn chosen_function(
+    name: Option<&str>,
+    tools: &[FunctionTool],
+    at: &str,
+) -> Result<ToolChoice, ApiError> {
+    let name = name.ok_or_else(|| ApiError::invalid(at, "`name` is required"))?;
+    if !tools.iter().any(|t| t.name == name) {
+        return Err(ApiError::invalid(
+            at,
+            format!("no function named `{name}` in tools"),
+        ));
+    }
+    Ok(ToolChoice::Function(name.to_string()))
 }

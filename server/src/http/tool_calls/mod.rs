@@ -20,7 +20,9 @@ mod render;
 mod split;
 mod tools;
 
-pub(crate) use checks::{function_name, object_schema, tool_list};
+pub(crate) use checks::{
+    choice_mode, chosen_function, function_name, function_type, object_schema, tool_list,
+};
 #[cfg(test)]
 pub(crate) use convention::Convention;
 pub(crate) use openai_request::ToolParams;

@@ -8,7 +8,9 @@ use serde_json::Value;
 use super::super::body::refuse_unknown;
 use super::super::error::ApiError;
 use super::super::schema::UnknownFields;
-use super::checks::{function_name, object_schema, tool_list};
+use super::checks::{
+    choice_mode, chosen_function, function_name, function_type, object_schema, tool_list,
+};
 use super::tools::{FunctionTool, ToolChoice, ToolRequest};
 
 /// The tool fields of a chat body.
@@ -98,16 +100,7 @@ fn function_tools(specs: &[ToolSpec]) -> Result<Vec<FunctionTool>, ApiError> {
 }
 
 fn function_tool(spec: &ToolSpec, at: &str) -> Result<FunctionTool, ApiError> {
-    match spec.kind.as_deref() {
-        Some("function") => {}
-        None => return Err(ApiError::required(at, "type")),
-        Some(other) => {
-            return Err(ApiError::invalid(
-                format!("{at}.type"),
-                format!("tool type `{other}` is not supported (function only)"),
-            ))
-        }
-    }
+    function_type(spec.kind.as_deref(), at, "tool")?;
     refuse_unknown(&spec.unknown, at)?;
     let function = spec
         .function
@@ -126,52 +119,19 @@ fn function_tool(spec: &ToolSpec, at: &str) -> Result<FunctionTool, ApiError> {
 
 fn tool_choice(spec: &ToolChoiceSpec, tools: &[FunctionTool]) -> Result<ToolChoice, ApiError> {
     const AT: &str = "tool_choice";
-    let choice = match spec {
-        ToolChoiceSpec::Mode(mode) => match mode.as_str() {
-            "none" => ToolChoice::None,
-            "auto" => ToolChoice::Auto,
-            "required" => ToolChoice::Required,
-            other => {
-                return Err(ApiError::invalid(
-                    AT,
-                    format!(
-                        "tool_choice `{other}` is not one of none, auto, required, or a function"
-                    ),
-                ))
-            }
-        },
+    match spec {
+        ToolChoiceSpec::Mode(mode) => choice_mode(mode),
         ToolChoiceSpec::Named(named) => {
-            match named.kind.as_deref() {
-                Some("function") => {}
-                None => return Err(ApiError::required(AT, "type")),
-                Some(other) => {
-                    return Err(ApiError::invalid(
-                        "tool_choice.type",
-                        format!("tool_choice type `{other}` is not supported (function only)"),
-                    ))
-                }
-            }
+            function_type(named.kind.as_deref(), AT, "tool_choice")?;
             refuse_unknown(&named.unknown, AT)?;
-            let at = "tool_choice.function";
             let function = named
                 .function
                 .as_ref()
                 .ok_or_else(|| ApiError::required(AT, "function"))?;
-            refuse_unknown(&function.unknown, at)?;
-            let name = function
-                .name
-                .as_deref()
-                .ok_or_else(|| ApiError::required(at, "name"))?;
-            if !tools.iter().any(|t| t.name == name) {
-                return Err(ApiError::invalid(
-                    "tool_choice.function.name",
-                    format!("no function named `{name}` in tools"),
-                ));
-            }
-            ToolChoice::Function(name.to_string())
+            refuse_unknown(&function.unknown, "tool_choice.function")?;
+            chosen_function(function.name.as_deref(), tools, "tool_choice.function.name")
         }
-    };
-    Ok(choice)
+    }
 }
 
 #[cfg(test)]

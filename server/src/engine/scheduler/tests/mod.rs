@@ -17,8 +17,8 @@ use crate::engine::executor::Executor;
 use crate::engine::structured::ConstraintCompiler;
 use crate::engine::validate::Validator;
 use crate::engine::{
-    EngineConfig, EngineEvent, FinishReason, GenerationParams, GenerationRequest, InvalidRequest,
-    NoObserver, RequestLimits, StepModel, Usage,
+    EngineConfig, EngineEvent, FinishReason, GenerationParams, GenerationRequest, NoObserver,
+    Refusal, RequestLimits, StepModel, Usage,
 };
 use fake_model::FakeModel;
 
@@ -92,7 +92,7 @@ impl Harness {
         }
     }
 
-    pub fn submit(&mut self, request: GenerationRequest) -> Result<u64, InvalidRequest> {
+    pub fn submit(&mut self, request: GenerationRequest) -> Result<u64, Refusal> {
         let valid = self.validator.validate(request)?;
         let id = self.next_id;
         self.next_id += 1;
