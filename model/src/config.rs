@@ -95,6 +95,27 @@ pub struct EpasMeta {
     pub schedule: Option<serde_json::Value>,
 }
 
+impl EpasMeta {
+    /// Refuses, by name, a sharing layout that [`SharingPlan`] cannot serve: the multi-block
+    /// ablation's groups, each sharing from a source of its own.
+    pub(crate) fn check_servable(&self) -> Result<()> {
+        let method = self
+            .schedule
+            .as_ref()
+            .and_then(|s| s.get("method"))
+            .and_then(serde_json::Value::as_str);
+        if method == Some("epas-multi-block") {
+            return Err(ModelError::Config(
+                "this checkpoint was trained with multi-block sharing (`epas train \
+                 --multi-block`: groups of sharing layers, each with its own source), which \
+                 this server cannot serve; it serves one contiguous block of the deepest layers"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Shape plus EPAS metadata: everything a caller needs to know about a loaded model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {

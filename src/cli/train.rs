@@ -81,9 +81,15 @@ pub struct TrainArgs {
     /// Plain training: every layer computes (the baseline).
     #[arg(long)]
     pub no_epas: bool,
-    /// Ablation: each group of --block layers shares from its own source layer.
+    /// Ablation: the sharing layers form groups of --block layers separated by computing layers,
+    /// each group sharing from the computing layer above it (such checkpoints are not served).
     #[arg(long)]
     pub multi_block: bool,
+    /// Flexible-ratio training: each micro-batch trains at a sharing depth drawn up to the
+    /// schedule's (the schedule's own half of the time), so every ratio up to the trained one
+    /// serves well from one checkpoint.
+    #[arg(long)]
+    pub flexible: bool,
     #[command(flatten)]
     pub device: super::device::DeviceArgs,
     /// Continue the run in --out from its checkpoint (its options are reused).
@@ -151,6 +157,7 @@ impl TrainArgs {
         o.block = self.block;
         o.no_epas = self.no_epas;
         o.multi_block = self.multi_block;
+        o.flexible = self.flexible;
         o.seed = self.seed;
         o.eval_every = self.eval_every.unwrap_or(0);
         o.eval_batches = self.eval_batches;

@@ -1,5 +1,6 @@
 //! The per-step training log: CSV (rewritten atomically) and a PNG plot of training and
-//! validation loss with the sharing switch points marked.
+//! validation loss with the sharing switch points marked; each evaluation also records the
+//! validation loss at several sharing depths (the per-ratio curves).
 
 use std::path::Path;
 
@@ -13,7 +14,11 @@ pub struct StepRecord {
     pub step: usize,
     pub tokens: u64,
     pub loss: f32,
+    /// Validation loss at the schedule's current depth (among `val_by_depth`).
     pub val_loss: Option<f32>,
+    /// Validation loss at each depth evaluated (empty between evaluations).
+    #[serde(default)]
+    pub val_by_depth: Vec<DepthLoss>,
     pub lr: f64,
     pub sharing_layers: usize,
     pub grad_norm: f64,
@@ -21,8 +26,33 @@ pub struct StepRecord {
     pub elapsed_s: f64,
 }
 
+/// The validation loss when the deepest `sharing_layers` layers share.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DepthLoss {
+    pub sharing_layers: usize,
+    pub loss: f32,
+}
+
+impl DepthLoss {
+    pub fn perplexity(&self) -> f64 {
+        (self.loss as f64).exp()
+    }
+}
+
+/// The fixed columns; one `val_ppl_kD` column per depth `D` evaluated follows them.
 pub const CSV_HEADER: &str =
     "step,tokens,loss,val_loss,lr,sharing_layers,grad_norm,tokens_per_second,elapsed_s";
+
+/// Every depth evaluated in `records`, in order.
+fn evaluated_depths(records: &[StepRecord]) -> Vec<usize> {
+    let mut depths: Vec<usize> = records
+        .iter()
+        .flat_map(|r| r.val_by_depth.iter().map(|d| d.sharing_layers))
+        .collect();
+    depths.sort_unstable();
+    depths.dedup();
+    depths
+}
 
 /// Writes `path` through a temporary file in the same folder, then renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> TrainResult<()> {
@@ -36,12 +66,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> TrainResult<()> {
 }
 
 pub fn write_csv(path: &Path, records: &[StepRecord]) -> TrainResult<()> {
+    let depths = evaluated_depths(records);
     let mut text = String::from(CSV_HEADER);
+    for d in &depths {
+        text.push_str(&format!(",val_ppl_k{d}"));
+    }
     text.push('\n');
     for r in records {
         let val = r.val_loss.map(|v| format!("{v:.5}")).unwrap_or_default();
         text.push_str(&format!(
-            "{},{},{:.5},{},{:.3e},{},{:.4},{:.1},{:.2}\n",
+            "{},{},{:.5},{},{:.3e},{},{:.4},{:.1},{:.2}",
             r.step,
             r.tokens,
             r.loss,
@@ -52,6 +86,13 @@ pub fn write_csv(path: &Path, records: &[StepRecord]) -> TrainResult<()> {
             r.tokens_per_second,
             r.elapsed_s
         ));
+        for &d in &depths {
+            text.push(',');
+            if let Some(e) = r.val_by_depth.iter().find(|e| e.sharing_layers == d) {
+                text.push_str(&format!("{:.3}", e.perplexity()));
+            }
+        }
+        text.push('\n');
     }
     write_atomic(path, text.as_bytes())
 }
@@ -103,6 +144,11 @@ pub fn plot_losses(path: &Path, records: &[StepRecord], switches: &[usize]) -> T
             .iter()
             .map(|r| r.loss)
             .chain(records.iter().filter_map(|r| r.val_loss))
+            .chain(
+                records
+                    .iter()
+                    .flat_map(|r| r.val_by_depth.iter().map(|d| d.loss)),
+            )
             .filter(|v| v.is_finite());
         let (lo, hi) = losses.fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(v), b.max(v)));
         let (lo, hi) = (lo.max(0.0) * 0.95, hi * 1.02 + 1e-3);
@@ -144,6 +190,25 @@ pub fn plot_losses(path: &Path, records: &[StepRecord], switches: &[usize]) -> T
                 .label("training loss")
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
         }
+        // One thin line per evaluated depth (the per-ratio curves), shallow to deep.
+        let depths = evaluated_depths(records);
+        for (i, &depth) in depths.iter().enumerate() {
+            let shade = 60 + (150 * i / depths.len().max(1)) as u8;
+            let colour = RGBColor(40, shade, 90);
+            let line = chart
+                .draw_series(LineSeries::new(
+                    records.iter().filter_map(|r| {
+                        let e = r.val_by_depth.iter().find(|e| e.sharing_layers == depth)?;
+                        Some((r.step, e.loss))
+                    }),
+                    colour.stroke_width(1),
+                ))
+                .map_err(|e| perr(&e))?;
+            if with_text {
+                line.label(format!("validation, {depth} sharing layers"))
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour));
+            }
+        }
         let val = chart
             .draw_series(LineSeries::new(
                 records
@@ -153,7 +218,7 @@ pub fn plot_losses(path: &Path, records: &[StepRecord], switches: &[usize]) -> T
             ))
             .map_err(|e| perr(&e))?;
         if with_text {
-            val.label("validation loss")
+            val.label("validation loss (the schedule's depth)")
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
             chart
                 .draw_series(std::iter::once(Text::new(

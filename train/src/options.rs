@@ -47,6 +47,9 @@ pub struct TrainOptions {
     pub block: usize,
     pub no_epas: bool,
     pub multi_block: bool,
+    /// Flexible-ratio training (see `ProgressiveSchedule::flexible_depth`).
+    #[serde(default)]
+    pub flexible: bool,
     pub seed: u64,
     pub eval_every: usize,
     pub eval_batches: usize,
@@ -94,6 +97,7 @@ impl TrainOptions {
             block: 1,
             no_epas: false,
             multi_block: false,
+            flexible: false,
             seed: 0,
             eval_every: 0,
             eval_batches: 8,
@@ -129,6 +133,16 @@ impl TrainOptions {
             return bad(format!(
                 "--sharing-ratio must be in [0, 1) (got {})",
                 self.sharing_ratio
+            ));
+        }
+        if self.no_epas && (self.flexible || self.multi_block) {
+            return bad(format!(
+                "--{} trains a sharing schedule; --no-epas has none",
+                if self.flexible {
+                    "flexible"
+                } else {
+                    "multi-block"
+                }
             ));
         }
         if self.warmup >= self.steps {

@@ -11,7 +11,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::data::{read_corpus, BatchOrder, Dataset, Windows};
 use crate::error::{TrainError, TrainResult};
 use crate::forward::{loss, ForwardContext};
-use crate::log::{plot_losses, write_atomic, write_csv, StepRecord};
+use crate::log::{plot_losses, write_atomic, write_csv, DepthLoss, StepRecord};
 use crate::optimizer::{clip_global_norm, learning_rate, AdamW, AdamWConfig, Update};
 use crate::options::TrainOptions;
 use crate::params::TrainParams;
@@ -217,8 +217,12 @@ fn schedule_for(
     let k = SharingPlan::new(num_layers, opts.sharing_ratio)
         .map_err(|e| TrainError::Schedule(e.to_string()))?
         .sharing_layers();
-    let mut s = ProgressiveSchedule::new(num_layers, k, opts.interval_for(k), opts.block)?;
-    s.multi_block = opts.multi_block;
+    let s = ProgressiveSchedule::new(num_layers, k, opts.interval_for(k), opts.block)?;
+    let s = if opts.multi_block {
+        s.into_multi_block()?
+    } else {
+        s
+    };
     Ok((Some(s), k))
 }
 
@@ -228,6 +232,48 @@ impl Run {
             Some(s) => s.sources_at(step),
             None => (0..self.params.config.num_layers).collect(),
         }
+    }
+
+    /// The sources micro-batch `micro` of `step` trains with: the schedule's, or with
+    /// `--flexible` those of a depth drawn up to the schedule's.
+    fn training_sources(&self, step: usize, micro: usize) -> Vec<usize> {
+        match &self.schedule {
+            Some(s) if self.opts.flexible => {
+                s.sources_with(s.flexible_depth(self.opts.seed, step, micro))
+            }
+            _ => self.sources(step),
+        }
+    }
+
+    /// Validation loss at each depth the per-ratio curves show (the schedule's current depth
+    /// among them), on the first `eval_batches` validation batches.
+    fn validate_depths(&self, step: usize, ctx: &ForwardContext) -> TrainResult<Vec<DepthLoss>> {
+        let depths = self
+            .schedule
+            .as_ref()
+            .map_or_else(|| vec![0], |s| s.eval_depths(step));
+        depths
+            .into_iter()
+            .map(|depth| {
+                let sources = match &self.schedule {
+                    Some(s) => s.sources_with(depth),
+                    None => self.sources(step),
+                };
+                let loss = validation_loss(
+                    &self.params,
+                    ctx,
+                    &self.data.validation,
+                    self.opts.batch_size,
+                    self.opts.eval_batches,
+                    &sources,
+                    &self.opts.device,
+                )?;
+                Ok(DepthLoss {
+                    sharing_layers: depth,
+                    loss,
+                })
+            })
+            .collect()
     }
 
     fn sharing_layers(&self, step: usize) -> usize {
@@ -247,11 +293,11 @@ impl Run {
         while self.state.step < stop {
             let step = self.state.step;
             let t0 = Instant::now();
-            let sources = self.sources(step);
             let lr = learning_rate(step, opts.steps, opts.warmup, opts.lr, opts.min_lr_ratio);
             let mut grads: Vec<Option<Tensor>> = vec![None; names.len()];
             let mut step_loss = 0f64;
-            for _ in 0..opts.grad_accum {
+            for micro in 0..opts.grad_accum {
+                let sources = self.training_sources(step, micro);
                 let first = self.state.samples_drawn;
                 let idx: Vec<usize> = (first..first + opts.batch_size)
                     .map(|n| order.window(n))
@@ -292,26 +338,24 @@ impl Run {
             self.state.step += 1;
             self.state.tokens += opts.tokens_per_step() as u64;
             let done = self.state.step;
-            let val_loss = if done.is_multiple_of(opts.eval_every()) || done == stop {
-                Some(validation_loss(
-                    &self.params,
-                    &ctx,
-                    &self.data.validation,
-                    opts.batch_size,
-                    opts.eval_batches,
-                    &self.sources(step),
-                    &opts.device,
-                )?)
+            let val_by_depth = if done.is_multiple_of(opts.eval_every()) || done == stop {
+                self.validate_depths(step, &ctx)?
             } else {
-                None
+                Vec::new()
             };
+            let current = self.sharing_layers(step);
+            let val_loss = val_by_depth
+                .iter()
+                .find(|d| d.sharing_layers == current)
+                .map(|d| d.loss);
             let record = StepRecord {
                 step,
                 tokens: self.state.tokens,
                 loss: step_loss as f32,
                 val_loss,
+                val_by_depth,
                 lr,
-                sharing_layers: self.sharing_layers(step),
+                sharing_layers: current,
                 grad_norm,
                 tokens_per_second: opts.tokens_per_step() as f64 / t0.elapsed().as_secs_f64(),
                 elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
@@ -358,16 +402,13 @@ impl Run {
         )?;
         let last_step = self.state.step.saturating_sub(1);
         let mut info = self.info.clone();
-        info.epas = if self.opts.multi_block {
-            None
-        } else {
-            setup::epas_meta(
-                self.params.config.num_layers,
-                self.sharing_layers(last_step),
-                (self.opts.sharing_ratio, self.target_layers),
-                self.schedule_json(),
-            )
-        };
+        // A multi-block checkpoint says so (`schedule.method`), and loaders refuse it by name.
+        info.epas = setup::epas_meta(
+            self.params.config.num_layers,
+            self.sharing_layers(last_step),
+            (self.opts.sharing_ratio, self.target_layers),
+            self.schedule_json(),
+        );
         let model = self.params.to_model(info)?;
         epas_model::save_model_files(&model, &self.tokenizer, &out)?;
         write_csv(&out.join("train_log.csv"), &self.state.log)?;
@@ -377,10 +418,30 @@ impl Run {
             .map(|s| s.switch_steps(self.opts.steps))
             .unwrap_or_default();
         plot_losses(&out.join("loss.png"), &self.state.log, &switches)?;
+        let last_eval = self
+            .state
+            .log
+            .iter()
+            .rev()
+            .find(|r| !r.val_by_depth.is_empty());
+        let perplexity_by_depth: serde_json::Map<String, serde_json::Value> = last_eval
+            .map(|r| {
+                r.val_by_depth
+                    .iter()
+                    .map(|d| {
+                        (
+                            d.sharing_layers.to_string(),
+                            serde_json::json!(d.perplexity()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let summary = serde_json::json!({
             "steps_done": self.state.step,
             "schedule": self.schedule_json(),
             "final_val_loss": self.state.log.iter().rev().find_map(|r| r.val_loss),
+            "final_val_perplexity_by_sharing_layers": perplexity_by_depth,
         });
         write_atomic(
             &out.join("train_summary.json"),
@@ -394,6 +455,7 @@ impl Run {
         let o = &self.opts;
         serde_json::json!({
             "method": if o.no_epas { "none" } else if o.multi_block { "epas-multi-block" } else { "epas" },
+            "flexible": o.flexible,
             "target_sharing_ratio": o.sharing_ratio,
             "target_sharing_layers": self.target_layers,
             "interval": self.schedule.as_ref().map(|s| s.interval),

@@ -357,6 +357,16 @@ fn bad_inputs_fail_with_clear_errors_and_leave_nothing_behind() {
     o.arch.layers = 6;
     expect_error(o, true, "layers");
 
+    let mut o = tiny_options(d, "o7", 2);
+    o.sharing_ratio = 0.75;
+    o.multi_block = true; // 3 groups of 1 and 3 sources need 6 layers
+    expect_error(o, true, "needs 6 layers");
+
+    let mut o = tiny_options(d, "o8", 2);
+    o.no_epas = true;
+    o.flexible = true;
+    expect_error(o, true, "--flexible");
+
     // Resuming where no run was started.
     let o = tiny_options(d, "never", 2);
     let err = train(o, true, true, &mut |_| {}).err().unwrap().to_string();
@@ -388,4 +398,97 @@ fn continual_pretraining_starts_from_the_init_weights() {
         (first - base_last).abs() < 0.5 && first < base_first - 0.3,
         "first {first}, base {base_first} -> {base_last}"
     );
+}
+
+#[test]
+fn multi_block_groups_share_from_their_own_computing_sources_and_are_not_served() {
+    let model = epas_model::random_model(tiny_config(), None, 7).unwrap();
+    let params = TrainParams::from_model(&model).unwrap();
+    let ctx = ForwardContext::new(&params, 12, &TrainDevice::host()).unwrap();
+    let schedule = epas_train::ProgressiveSchedule::new(4, 2, 1, 1)
+        .unwrap()
+        .into_multi_block()
+        .unwrap();
+    let multi = schedule.sources_at(10);
+    assert_eq!(multi, vec![0, 0, 2, 2]);
+    let windows: Vec<u32> = (0..26).map(|i| (i * 13 + 3) % 97).collect();
+    let windows = Tensor::from_vec(windows, (2, 13), &Device::Cpu).unwrap();
+    let grads = loss(&params, &ctx, &windows, &multi)
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (l, layer) in params.layers.iter().enumerate() {
+        let computes = multi[l] == l;
+        assert_eq!(grads.get(&layer.wq).is_some(), computes, "layer {l} wq");
+    }
+    let ids = windows.narrow(1, 0, 12).unwrap();
+    let single = forward(&params, &ctx, &ids, &sources_for(4, 2)).unwrap();
+    let grouped = forward(&params, &ctx, &ids, &multi).unwrap();
+    assert!(
+        max_diff(&single, &grouped) > 1e-3,
+        "multi-block trains the single-block model"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = tiny_options(dir.path(), "multi", 4);
+    opts.multi_block = true;
+    train(opts, true, false, &mut |_| {}).unwrap();
+    let out = dir.path().join("multi");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["epas"]["schedule"]["method"], "epas-multi-block");
+    let err = match epas_model::load_model(&out, &Device::Cpu) {
+        Ok(_) => panic!("a multi-block checkpoint is refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("multi-block"), "{err}");
+}
+
+#[test]
+fn flexible_runs_validate_every_depth_resume_exactly_and_train_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let flexible = |out: &str| {
+        let mut o = tiny_options(dir.path(), out, 8);
+        o.flexible = true;
+        o.grad_accum = 2;
+        o.eval_every = 4;
+        o
+    };
+    let whole = run_collecting(flexible("whole"), false);
+    let mut first = flexible("split");
+    first.stop_after = Some(3);
+    let mut losses = run_collecting(first, false);
+    losses.extend(run_collecting(flexible("split"), true));
+    assert_eq!(
+        losses, whole,
+        "a resumed flexible run draws the same depths"
+    );
+    let mut plain = tiny_options(dir.path(), "plain", 8);
+    plain.grad_accum = 2;
+    assert_ne!(run_collecting(plain, false), whole);
+
+    let out = dir.path().join("whole");
+    let csv = std::fs::read_to_string(out.join("train_log.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.ends_with(",val_ppl_k0,val_ppl_k1,val_ppl_k2"),
+        "{header}"
+    );
+    let last = csv.lines().last().unwrap();
+    let ppl: Vec<f64> = last
+        .split(',')
+        .rev()
+        .take(3)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(ppl.iter().all(|p| p.is_finite() && *p > 1.0), "{last}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train_summary.json")).unwrap())
+            .unwrap();
+    let by_depth = &summary["final_val_perplexity_by_sharing_layers"];
+    assert_eq!(by_depth.as_object().unwrap().len(), 3, "{summary}");
+    assert_eq!(summary["schedule"]["flexible"], true);
+    // The depth the schedule reached is the run's validation loss.
+    let val_loss = summary["final_val_loss"].as_f64().unwrap();
+    assert!((by_depth["2"].as_f64().unwrap() - val_loss.exp()).abs() < 1e-3 * val_loss.exp());
 }

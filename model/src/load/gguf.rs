@@ -229,6 +229,9 @@ fn load_gguf_from<R: std::io::Read + std::io::Seek>(
         }
     }
     let epas = epas_meta(meta, &config);
+    if let Some(e) = &epas {
+        e.check_servable()?;
+    }
     let name = match md(meta, "general.name") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => path

@@ -135,6 +135,7 @@ pub(super) fn read_config(dir: &Path) -> Result<HfModelConfig> {
                 e.sharing_ratio
             )));
         }
+        e.check_servable()?;
     }
     let eos = match hf.eos_token_id {
         Some(serde_json::Value::Number(n)) => {
