@@ -2,8 +2,9 @@
 # The CPU targets of issue 8, each a ratio measured side by side in one run:
 #   1. single-stream decode and prefill against llama.cpp's llama-bench (scripts/bench-single.sh);
 #   2. the time ratio 0.5 saves against ratio 0 for prefill and decode at context 512 and 2048,
-#      next to the analytic FLOP saving computed from the model shape (skipped Wq/Wk, RoPE,
-#      Q K^T and softmax in the sharing layers, attention probabilities reused);
+#      next to the share of the FLOPs it skips, from the model shape (scripts/flop_share.py:
+#      Wq/Wk, RoPE, Q K^T and softmax in the sharing layers; a FLOP share, not a bound on the
+#      time saved, which also counts the K-cache reads and probability writes skipped);
 #   3. served generated tok/s at concurrency 16 against llama-server (scripts/bench-peers.sh).
 # Prints Markdown; with --write, also replaces the bench-cpu section of BENCHMARKS.md.
 # Usage: scripts/bench-cpu.sh [--write] [THREADS] [REPEATS]
@@ -49,30 +50,15 @@ done
 
 python3 - "$out" "$threads" "$repeats" > "$out/report.md" <<'PY'
 import json, sys
+sys.path.insert(0, "scripts")
+from flop_share import flop_share
 out, threads, repeats = sys.argv[1], sys.argv[2], sys.argv[3]
-# SmolLM2-135M shape (the GGUF's llama.* keys).
-d, kv, ffn, vocab, layers, heads = 576, 192, 1536, 49152, 30, 9
-k = int(0.5 * layers)
-
-def flops_per_token(ctx, sharing):
-    """Forward FLOPs of one token attending to `ctx` positions, with `sharing` layers sharing."""
-    dense = 2 * d * (d + 2 * kv) + 2 * d * d + 6 * d * ffn
-    attn_scores = 2 * ctx * d + 5 * ctx * heads + 6 * (d + kv)  # Q K^T, softmax, RoPE
-    attn_apply = 2 * ctx * d
-    compute_layer = dense + attn_scores + attn_apply
-    skipped = 2 * d * (d + kv) + attn_scores
-    return layers * compute_layer - sharing * skipped + 2 * d * vocab
-
-def analytic(ctx, prefill):
-    # Prefill of ctx tokens: the i-th token attends to i positions (mean (ctx + 1) / 2).
-    c = (ctx + 1) / 2 if prefill else ctx
-    return 1 - flops_per_token(c, k) / flops_per_token(c, 0)
 
 print(f"### Single stream against llama.cpp ({threads} threads)\n")
 print(open(f"{out}/single.md").read())
 print(f"### Time saved by sharing ratio 0.5 against ratio 0 (forced sharing on SmolLM2, "
       f"median of {repeats} interleaved repeats)\n")
-print("| phase | context | ratio 0 tok/s | ratio 0.5 tok/s | measured time saved | analytic FLOP saving | measured / analytic |")
+print("| phase | context | ratio 0 tok/s | ratio 0.5 tok/s | measured time saved | FLOP share saved (analytic) | measured / FLOP share |")
 print("|---|---|---|---|---|---|---|")
 for ctx in (512, 2048):
     rows = {r["sharing_ratio"]: r for r in json.load(open(f"{out}/sharing-{ctx}.json"))}
@@ -80,7 +66,7 @@ for ctx in (512, 2048):
                                 ("decode", "decode_tokens_per_second", False)):
         a, b = rows[0.0][key], rows[0.5][key]
         saved = 1 - a / b
-        an = analytic(ctx, prefill)
+        an = flop_share(ctx, prefill)
         print(f"| {phase} | {ctx} | {a:.1f} | {b:.1f} | {saved:.1%} | {an:.1%} | {saved / an:.0%} |")
 print()
 PY
