@@ -375,7 +375,6 @@ async function stream(endpoint, body, view) {
           known.id = call.id || known.id;
           known.name += call.function?.name || "";
           known.arguments += call.function?.arguments || "";
-          speed.token(1);
           view.toolCalls(calls.filter(Boolean));
         }
       }
@@ -483,7 +482,7 @@ async function runSingle(mode, promptText) {
     if (mode === "chat") {
       // Calls stay in the transcript as text: the playground runs no tools to answer them.
       const calls = result.calls.filter(Boolean).map((c) => `${c.name}(${c.arguments})`);
-      state.history.push({ role: "assistant", content: result.text || calls.join("\n") });
+      state.history.push({ role: "assistant", content: [result.text, ...calls].filter(Boolean).join("\n") });
     }
     const tps = result.speed.tokensPerSecond();
     setStatus(

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::device::TrainDevice;
 use crate::error::{TrainError, TrainResult};
 
+/// The multi-block layout runs are started with now: groups separated by their own computing
+/// sources (the earlier layout, 1, trained the single-block model).
+pub const MULTI_BLOCK_LAYOUT: u8 = 2;
+
 /// Shape of a model trained from scratch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Architecture {
@@ -50,6 +54,9 @@ pub struct TrainOptions {
     /// Flexible-ratio training (see `ProgressiveSchedule::flexible_depth`).
     #[serde(default)]
     pub flexible: bool,
+    /// The multi-block layout the run started with (absent in checkpoints of the earlier one).
+    #[serde(default)]
+    pub multi_block_layout: u8,
     pub seed: u64,
     pub eval_every: usize,
     pub eval_batches: usize,
@@ -98,6 +105,7 @@ impl TrainOptions {
             no_epas: false,
             multi_block: false,
             flexible: false,
+            multi_block_layout: MULTI_BLOCK_LAYOUT,
             seed: 0,
             eval_every: 0,
             eval_batches: 8,

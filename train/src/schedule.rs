@@ -123,10 +123,11 @@ impl ProgressiveSchedule {
         self.sources_with(self.sharing_layers_at(step))
     }
 
-    /// The sources when the deepest `depth` layers of the target set share (`depth` at most
-    /// `|S_c|`, a multiple of `block` for multi-block).
+    /// The sources when the deepest `depth` layers of the target set share (at most `|S_c|`;
+    /// for multi-block, rounded down to whole groups).
     pub fn sources_with(&self, depth: usize) -> Vec<usize> {
-        let depth = depth.min(self.target.len());
+        let unit = if self.multi_block { self.block } else { 1 };
+        let depth = depth.min(self.target.len()) / unit * unit;
         let sharing = &self.target[self.target.len() - depth..];
         let mut sources: Vec<usize> = (0..self.num_layers).collect();
         if sharing.is_empty() {

@@ -112,6 +112,15 @@ pub fn train(
         opts.stop_after = stop_after;
         opts.device = on;
         opts.validate()?;
+        if opts.multi_block && opts.multi_block_layout < crate::options::MULTI_BLOCK_LAYOUT {
+            return Err(TrainError::Checkpoint {
+                path: opts.out.clone(),
+                message: "this run was started with the earlier --multi-block, which trained the \
+                          single-block layout; its groups are now separated by their own sources, \
+                          so it cannot resume: start a new run"
+                    .into(),
+            });
+        }
         let meta: TokenizerMeta = ckpt.state.tokenizer.clone();
         let tokenizer = meta.load(&ckpt.tokenizer_path)?;
         let docs = read_corpus(&opts.data)?;
@@ -337,6 +346,8 @@ impl Run {
             }
             self.state.step += 1;
             self.state.tokens += opts.tokens_per_step() as u64;
+            // Validation is not training: it stays out of the step's tokens/s.
+            let tokens_per_second = opts.tokens_per_step() as f64 / t0.elapsed().as_secs_f64();
             let done = self.state.step;
             let val_by_depth = if done.is_multiple_of(opts.eval_every()) || done == stop {
                 self.validate_depths(step, &ctx)?
@@ -357,7 +368,7 @@ impl Run {
                 lr,
                 sharing_layers: current,
                 grad_norm,
-                tokens_per_second: opts.tokens_per_step() as f64 / t0.elapsed().as_secs_f64(),
+                tokens_per_second,
                 elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
             };
             self.state.log.push(record.clone());

@@ -145,6 +145,13 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // The official SDKs retry every 5xx unless told not to; a 501 fails the same way again.
+        if self.status == StatusCode::NOT_IMPLEMENTED {
+            response.headers_mut().insert(
+                header::HeaderName::from_static("x-should-retry"),
+                HeaderValue::from_static("false"),
+            );
+        }
         // Kept for the layers that write errors in another API's shape (Anthropic's).
         response.extensions_mut().insert(self);
         response
@@ -210,5 +217,12 @@ mod tests {
         assert_eq!(unsupported.status, StatusCode::NOT_IMPLEMENTED);
         assert_eq!(unsupported.code, Some("not_implemented"));
         assert!(unsupported.message.contains("unavailable"));
+        let response = unsupported.into_response();
+        assert_eq!(response.headers()["x-should-retry"], "false");
+        assert!(invalid
+            .into_response()
+            .headers()
+            .get("x-should-retry")
+            .is_none());
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::super::answer_format::{sse_event, AnswerFormat, ChoiceOutput, StreamStep};
 use super::super::generation::new_id;
-use super::super::tool_calls::{CallStream, FunctionCall, Piece, ReadOutput, ToolOutput};
+use super::super::tool_calls::{CallStream, FunctionCall, Piece, ToolOutput};
 use crate::engine::{FinishReason, Usage};
 
 /// Fixed fields of one request's answer.
@@ -202,7 +202,7 @@ impl ResponsesFormat {
         let pieces = match (&mut self.calls, last) {
             (Some(calls), false) => calls.push(text),
             (Some(calls), true) => calls.finish(text),
-            (None, _) => vec![Piece::Content(text.to_string())],
+            (None, _) => return self.content(text),
         };
         let mut events = Vec::new();
         for piece in pieces {
@@ -286,7 +286,15 @@ impl AnswerFormat for ResponsesFormat {
             }
             StreamStep::Done(usage) => self.done(usage),
             StreamStep::Failed(error) => {
-                let mut response = self.response_object("failed", json!([]), None);
+                let mut output = self.items.clone();
+                if let Some(open) = &self.message {
+                    output.push(message_item(
+                        &open.id,
+                        "incomplete",
+                        json!([output_text(&open.text)]),
+                    ));
+                }
+                let mut response = self.response_object("failed", json!(output), None);
                 response["error"] = json!({"code": error.code.unwrap_or(error.kind),
                                            "message": error.message});
                 vec![
@@ -304,30 +312,97 @@ impl AnswerFormat for ResponsesFormat {
     fn response(&self, choices: Vec<ChoiceOutput>, usage: &Usage) -> Value {
         let choice = choices.into_iter().next().unwrap_or_default();
         let status = status(choice.finish);
-        let read = match &self.tools {
-            Some(tools) => tools.read(&choice.text),
-            None => ReadOutput {
-                content: choice.text,
-                calls: Vec::new(),
-            },
+        let pieces = match &self.tools {
+            Some(tools) => {
+                let mut stream = tools.stream();
+                let mut pieces = stream.push(&choice.text);
+                pieces.extend(stream.finish(""));
+                pieces
+            }
+            None => vec![Piece::Content(choice.text)],
         };
-        let mut output = Vec::with_capacity(read.calls.len() + 1);
-        if !read.content.is_empty() || read.calls.is_empty() {
-            let id = self.first_message_id.clone().unwrap_or_default();
-            output.push(message_item(
-                &id,
-                status,
-                json!([output_text(&read.content)]),
-            ));
-        }
-        for call in &read.calls {
-            output.push(function_call_item(
-                &new_id("fc_"),
-                call,
-                &call.arguments,
-                "completed",
-            ));
-        }
+        let first_id = self.first_message_id.clone().unwrap_or_default();
+        let output = output_items(pieces, first_id, status);
         self.response_object(status, json!(output), Some(usage))
+    }
+}
+
+/// The output items of a whole answer's pieces, grouped as the stream groups them: each run of
+/// content is a message (the first with `first_id`; the last one in `status`), each call a
+/// `function_call` item; an answer with neither is one empty message.
+fn output_items(pieces: Vec<Piece>, first_id: String, status: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut ids = std::iter::once(first_id).chain(std::iter::repeat_with(|| new_id("msg_")));
+    let mut text: Option<String> = None;
+    for piece in pieces {
+        match piece {
+            Piece::Content(t) if t.is_empty() => {}
+            Piece::Content(t) => text.get_or_insert_with(String::new).push_str(&t),
+            Piece::Call { call, .. } => {
+                if let Some(t) = text.take() {
+                    let id = ids.next().unwrap_or_default();
+                    items.push(message_item(&id, "completed", json!([output_text(&t)])));
+                }
+                items.push(function_call_item(
+                    &new_id("fc_"),
+                    &call,
+                    &call.arguments,
+                    "completed",
+                ));
+            }
+        }
+    }
+    if text.is_some() || items.is_empty() {
+        let id = ids.next().unwrap_or_default();
+        let t = text.unwrap_or_default();
+        items.push(message_item(&id, status, json!([output_text(&t)])));
+    }
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> Piece {
+        Piece::Call {
+            index: 0,
+            call: FunctionCall {
+                id: id.into(),
+                name: "f".into(),
+                arguments: "{}".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn whole_output_items_group_pieces_as_the_stream_does() {
+        let items = output_items(
+            vec![
+                Piece::Content("Let me ".into()),
+                Piece::Content("check.".into()),
+                call("call_1"),
+                call("call_2"),
+                Piece::Content("Done".into()),
+            ],
+            "msg_first".into(),
+            "incomplete",
+        );
+        let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            ["message", "function_call", "function_call", "message"]
+        );
+        assert_eq!(items[0]["id"], "msg_first");
+        assert_eq!(items[0]["status"], "completed");
+        assert_eq!(items[0]["content"][0]["text"], "Let me check.");
+        assert_eq!(items[1]["call_id"], "call_1");
+        assert_ne!(items[3]["id"], "msg_first");
+        assert_eq!(items[3]["status"], "incomplete");
+        let only_calls = output_items(vec![call("c")], "m".into(), "completed");
+        assert_eq!(only_calls.len(), 1);
+        let nothing = output_items(Vec::new(), "m".into(), "completed");
+        assert_eq!(nothing[0]["type"], "message");
+        assert_eq!(nothing[0]["content"][0]["text"], "");
     }
 }

@@ -3,7 +3,8 @@
 //! or `assistant`, whose content is a string or `input_text` parts (`output_text` parts for
 //! the assistant); `function_call` items are the calls an earlier answer made (joined to the
 //! assistant turn before them) and `function_call_output` items answer them by `call_id`, all
-//! before the next message. Images, files and audio are refused by part type.
+//! before the next message (an assistant message right after the calls is the same answer's
+//! text, as a streamed response outputs it, and joins their turn). Images, files and audio are refused by part type.
 
 use super::super::body::refuse_unknown;
 use super::super::conversation::Turn;
@@ -28,8 +29,20 @@ pub fn conversation(instructions: Option<&str>, input: &Input) -> Result<Vec<Tur
                 let at = format!("input[{i}]");
                 match item.kind.as_deref() {
                     None | Some("message") => {
-                        unanswered.refuse_any()?;
-                        turns.push(message(item, &at)?);
+                        let turn = message(item, &at)?;
+                        // An answer's text after its calls, sent back as a response output it.
+                        let open_answer = turns
+                            .last_mut()
+                            .filter(|t| t.role == "assistant" && !unanswered.calls.is_empty());
+                        match open_answer {
+                            Some(answer) if turn.role == "assistant" => {
+                                answer.content.push_str(&turn.content)
+                            }
+                            _ => {
+                                unanswered.refuse_any()?;
+                                turns.push(turn);
+                            }
+                        }
                     }
                     Some("function_call") => {
                         let call = function_call(item, &at)?;

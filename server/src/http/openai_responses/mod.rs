@@ -78,7 +78,7 @@ fn prepare(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Prepar
     let turns = conversation(req.instructions.as_deref(), input)?;
     let ready = state.ready()?;
     let resolved = state.resolve(ready, req.model.as_deref(), req.sharing_ratio)?;
-    let (echoed_tools, echoed_choice) = echoed(tools.as_ref());
+    let (echoed_tools, echoed_choice) = echoed(tools.as_ref(), req.tool_choice.as_ref());
     let tools = ToolPlan::new(tools, &ready.tokenizer);
     let constraint = tools.constraint(text_format)?;
     let text = tools.prompt(&ready.tokenizer, &turns, true)?;

@@ -151,14 +151,14 @@ fn function_tools_and_each_tool_choice_become_the_tool_request() {
         .unwrap();
         assert_eq!(request.choice, expected);
         assert!(!request.parallel);
-        let (tools, echoed_choice) = echoed(Some(&request));
+        let (tools, echoed_choice) = echoed(Some(&request), None);
         assert_eq!(tools[0]["name"], "get_weather");
         assert_eq!(tools[0]["type"], "function");
         assert_eq!(echoed_choice, choice);
     }
     assert!(tools_of(json!({"tools": []})).unwrap().is_none());
     assert!(tools_of(json!({"tool_choice": "auto"})).unwrap().is_none());
-    assert_eq!(echoed(None), (json!([]), json!("auto")));
+    assert_eq!(echoed(None, None), (json!([]), json!("auto")));
 }
 
 #[test]
@@ -252,6 +252,23 @@ fn function_calls_and_their_outputs_become_assistant_and_tool_turns() {
     assert_eq!(turns[3].content, "21 C");
     assert_eq!(turns[4].content, "");
     assert_eq!(turns[4].tool_calls[0].id, "call_c");
+}
+
+#[test]
+fn an_answers_text_after_its_calls_joins_their_turn() {
+    let input: Input = serde_json::from_value(json!([
+        {"role": "user", "content": "Weather?"},
+        {"type": "function_call", "call_id": "a", "name": "f", "arguments": "{}"},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "Checking."}]},
+        {"type": "function_call_output", "call_id": "a", "output": "sunny"},
+    ]))
+    .unwrap();
+    let turns = conversation(None, &input).unwrap();
+    let roles: Vec<&str> = turns.iter().map(|t| t.role).collect();
+    assert_eq!(roles, ["user", "assistant", "tool"]);
+    assert_eq!(turns[1].content, "Checking.");
+    assert_eq!(turns[1].tool_calls.len(), 1);
 }
 
 #[test]

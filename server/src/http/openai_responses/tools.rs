@@ -47,17 +47,22 @@ pub fn tool_request(
     }))
 }
 
-/// The `tools` and `tool_choice` a response object repeats.
-pub fn echoed(request: Option<&ToolRequest>) -> (Value, Value) {
+/// The `tools` and `tool_choice` a response object repeats (`strict` defaults to true in
+/// this API; a choice given without tools is repeated as given).
+pub fn echoed(request: Option<&ToolRequest>, given: Option<&ToolChoiceSpec>) -> (Value, Value) {
     let Some(request) = request else {
-        return (json!([]), json!("auto"));
+        let choice = match given {
+            Some(ToolChoiceSpec::Mode(mode)) => json!(mode),
+            _ => json!("auto"),
+        };
+        return (json!([]), choice);
     };
     let tools = request
         .tools
         .iter()
         .map(|t| {
             json!({"type": "function", "name": t.name, "description": t.description,
-                   "parameters": t.parameters, "strict": t.strict.unwrap_or(false)})
+                   "parameters": t.parameters, "strict": t.strict.unwrap_or(true)})
         })
         .collect::<Vec<_>>();
     let choice = match &request.choice {
