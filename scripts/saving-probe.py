@@ -4,7 +4,7 @@ ratio 0.5, in interleaved pairs (0 then 0.5, then 0.5 then 0, ...), each prompt 
 front defeats the prefix cache), the median of each ratio and of the per-pair savings, with their
 interquartile range. Standard library only.
 
-    python3 scripts/saving-probe.py [--url http://127.0.0.1:8080] [--pairs 15]
+    python3 scripts/saving-probe.py [--url http://127.0.0.1:8080] [--pairs 40]
         [--prompt-tokens 0] [--max-tokens 16] [--ratio 0.5]
 
 --prompt-tokens 0 fills the model's context less --max-tokens and a margin. The last line says
@@ -51,7 +51,7 @@ def quartiles(values):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", default="http://127.0.0.1:8080")
-    ap.add_argument("--pairs", type=int, default=15)
+    ap.add_argument("--pairs", type=int, default=40)
     ap.add_argument("--prompt-tokens", type=int, default=0)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--ratio", type=float, default=0.5)
