@@ -20,33 +20,39 @@ if command -v dpkg-query >/dev/null \
   && ! dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q 'ok installed'; then
   apt_packages+=(fonts-dejavu-core)
 fi
-if [ "${#apt_packages[@]}" -gt 0 ]; then
-  mapfile -t apt_packages < <(printf '%s\n' "${apt_packages[@]}" | sort -u)
-  sudo=""
+# apt-get install PACKAGE..., with sudo when not root.
+apt_install() {
+  local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if ! command -v sudo >/dev/null; then
-      echo "test-deps: missing Debian packages ${apt_packages[*]}, and no sudo to install them" >&2
+      echo "test-deps: missing Debian packages $*, and no sudo to install them" >&2
       exit 1
     fi
     sudo="sudo"
   fi
   if ! command -v apt-get >/dev/null; then
-    echo "test-deps: missing ${apt_packages[*]} and no apt-get; install them by hand" >&2
+    echo "test-deps: missing $* and no apt-get; install them by hand" >&2
     exit 1
   fi
-  echo "test-deps: apt-get install ${apt_packages[*]}"
+  echo "test-deps: apt-get install $*"
   $sudo apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${apt_packages[@]}" >/dev/null
+    "$@" >/dev/null
+}
+
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  mapfile -t apt_packages < <(printf '%s\n' "${apt_packages[@]}" | sort -u)
+  apt_install "${apt_packages[@]}"
 fi
 
 venv="$root/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   echo "test-deps: creating $venv (python3 -m venv)"
   if ! python3 -m venv "$venv"; then
+    # Debian's python3 keeps venv (ensurepip) in a package of its own.
     rm -rf "$venv"
-    echo "test-deps: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2
-    exit 1
+    apt_install python3-venv
+    python3 -m venv "$venv" || { rm -rf "$venv"; echo "test-deps: python3 -m venv failed" >&2; exit 1; }
   fi
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
