@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 
-from epas_testing import start_epas, stop, wait_until
+from epas_testing import http, start_epas, stop, wait_until
 from test_router import answered, smg_router
 
 REPLICAS = 3
@@ -30,9 +30,10 @@ ROUTER_FLAGS = [
 ]
 
 
-def stream_completion(router, prompt, max_tokens):
+def stream_completion(router, prompt, max_tokens, started=None):
     """One streamed completion through the router: (ok, detail). ok means status 200 and the
-    stream ended with [DONE] after a finish_reason."""
+    stream ended with [DONE] after a finish_reason. `started` (an Event) is set once the response
+    headers came (the request was admitted)."""
     body = {"model": "builtin", "prompt": prompt, "max_tokens": max_tokens, "stream": True}
     request = urllib.request.Request(
         router + "/v1/completions",
@@ -42,6 +43,8 @@ def stream_completion(router, prompt, max_tokens):
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as r:
+            if started is not None:
+                started.set()
             text = r.read().decode()
     except Exception as e:  # HTTP error, reset, timeout: a failed request either way
         return False, repr(e)
@@ -148,8 +151,31 @@ def test_sigterm_drains_the_replica_and_no_request_fails():
         load = stack.enter_context(Load(router, max_tokens=48))
 
         wait_until(lambda: answered(victim) >= 3, 30, "the victim to serve some requests")
+        # Long streams straight to the victim, so that it has work to drain when SIGTERM comes.
+        direct, admitted = [], [threading.Event() for _ in range(3)]
+        streams = [
+            threading.Thread(
+                target=lambda i=i: direct.append(
+                    stream_completion(victim, f"Story {i}:", 480, admitted[i])
+                )
+            )
+            for i in range(3)
+        ]
+        for t in streams:
+            t.start()
+        wait_until(lambda: all(e.is_set() for e in admitted) or direct, 30,
+                   "streams admitted on the victim", 0.005)
+        assert not direct, f"a stream ended before the SIGTERM: {direct}"
         stopped = time.monotonic()
         victim_proc.terminate()
+        # Draining: both probes say 503 while the streams are still going.
+        wait_until(lambda: http("GET", victim + "/ready", timeout=5)[0] == 503, 5,
+                   "/ready to say 503", 0.005)
+        assert http("GET", victim + "/health", timeout=5)[0] == 503
+        assert len(direct) < 3, "the streams finished before the drain began"
+        for t in streams:
+            t.join(timeout=60)
+        assert len(direct) == 3 and all(ok for ok, _ in direct), direct
         assert victim_proc.wait(timeout=45) == 0, "a draining replica exits 0"
         wait_until(lambda: load.count(since=stopped) >= 12, 45, "requests after the SIGTERM")
         load.done.set()
