@@ -12,10 +12,12 @@ import pytest
 
 from epas_testing import (
     BINARY,
+    NAME,
     ROOT,
     epas_server,
     exported_metrics,
     free_port,
+    http,
     metric_names_in,
     require_module,
     require_tool,
@@ -300,3 +302,41 @@ def test_hadolint(path):
     hadolint = require_tool("hadolint")
     out = subprocess.run([hadolint, str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_compose_fleet_profile_puts_smg_in_front_of_three_replicas(server):
+    """Profile `fleet`: epas, epas-2 and epas-3 run the same image and settings, the router
+    lists each at its EPAS_PORT, and its SMG flags (those of the failover test) start a real
+    router that routes to a live server and probes an endpoint the server answers."""
+    from test_router import smg_router
+    from test_router_failover import ROUTER_FLAGS
+
+    base, _ = server
+    services = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
+    fleet = {name for name, s in services.items() if "fleet" in s.get("profiles", [])}
+    assert fleet == {"epas-2", "epas-3", "router"}
+    replicas = ["epas", "epas-2", "epas-3"]
+    for name in replicas[1:]:
+        for key in ("image", "environment", "read_only", "stop_grace_period"):
+            assert services[name][key] == services["epas"][key], (name, key)
+        assert "ports" not in services[name], f"{name} is reached through the router only"
+
+    router = services["router"]
+    assert router["profiles"] == ["fleet"]
+    args = router["command"]
+    assert args[0] == "launch"
+    urls = args[args.index("--worker-urls") + 1:]
+    port = services["epas"]["environment"]["EPAS_PORT"]
+    assert urls == [f"http://{name}:{port}" for name in replicas]
+    assert set(router["depends_on"]) == set(replicas)
+    assert all(d["condition"] == "service_healthy" for d in router["depends_on"].values())
+    flags = dict(a[2:].split("=", 1) for a in args[1:args.index("--worker-urls")])
+    assert flags.pop("host") == "0.0.0.0"
+    router_port = flags.pop("port")
+    assert router["ports"] == [f"{router_port}:{router_port}"]
+    policy = flags.pop("policy")
+    assert flags == dict(zip([f[2:] for f in ROUTER_FLAGS[::2]], ROUTER_FLAGS[1::2]))
+    assert http("GET", base + flags["health-check-endpoint"])[0] == 200
+    compose_flags = [f"--{k}={v}" for k, v in flags.items()]
+    with smg_router([base], *compose_flags, policy=policy, model=NAME):
+        pass  # smg_router returns once a completion went through this router

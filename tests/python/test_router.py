@@ -48,9 +48,9 @@ def prefix_hit_tokens(base):
 
 
 @contextlib.contextmanager
-def smg_router(workers, *flags, policy="cache_aware"):
+def smg_router(workers, *flags, policy="cache_aware", model="builtin"):
     """`smg launch --policy POLICY *flags` in front of `workers` until the block ends; yields its
-    base URL once a completion through it succeeds."""
+    base URL once a completion for `model` through it succeeds."""
     smg = require_tool("smg")
     port = free_port()
     log = tempfile.TemporaryFile()
@@ -67,7 +67,7 @@ def smg_router(workers, *flags, policy="cache_aware"):
             log.seek(0)
             raise AssertionError("smg exited:\n" + log.read().decode()[-3000:])
         try:
-            body = {"model": "builtin", "prompt": "ready?", "max_tokens": 1}
+            body = {"model": model, "prompt": "ready?", "max_tokens": 1}
             return http("POST", base + "/v1/completions", body, timeout=5)[0] == 200
         except OSError:
             return False
