@@ -183,11 +183,11 @@ def exported_metrics(base):
     return names
 
 
-METRIC_NAME = r"(?<![\w:])epas_[a-z0-9_]+"
+METRIC_NAME = r"(?<![\w:])(?:epas_[a-z0-9_]+|vllm:[a-z0-9_]+)"
 
 
 def metric_names_in(text):
-    """`epas_*` metric names in PromQL or any text (recording-rule names like
+    """`epas_*` and `vllm:*` metric names in PromQL or any text (recording-rule names like
     `sharing_ratio:epas_x:rate1m` are not metric names and are left out)."""
     import re
 

@@ -128,7 +128,10 @@ def test_k8s_manifests_parse_and_fit_together():
     adapter = yaml.safe_load(one(docs, "ConfigMap", "adapter-config")["data"]["config.yaml"])
     served = {r["name"]["as"]: r for r in adapter["rules"]}
     assert hpa_metric in served, "the HPA's metric must come from a prometheus-adapter rule"
-    assert hpa_metric in served[hpa_metric]["seriesQuery"]
+    rule = served[hpa_metric]
+    series = re.match(r"[\w:]+", rule["seriesQuery"]).group()
+    assert re.fullmatch(rule["name"]["matches"].strip("^$"), series), rule
+    assert series == "vllm:num_requests_waiting", "the HPA scales on the name routers read"
 
     rules = one(docs, "PrometheusRule", "epas")["spec"]["groups"]
     plain = yaml.safe_load((ROOT / "deploy/prometheus/rules/epas.rules.yml").read_text())["groups"]
@@ -339,4 +342,54 @@ def test_compose_fleet_profile_puts_smg_in_front_of_three_replicas(server):
     assert http("GET", base + flags["health-check-endpoint"])[0] == 200
     compose_flags = [f"--{k}={v}" for k, v in flags.items()]
     with smg_router([base], *compose_flags, policy=policy, model=NAME):
+        pass  # smg_router returns once a completion went through this router
+
+
+def test_k8s_router_discovers_the_epas_pods_and_its_flags_start_smg(server):
+    """deploy/k8s/router.yaml: SMG finds the epas pods by their label on their port (with a
+    Role to watch pods), its Service selects only the router, its routing and probe flags are
+    those of the compose profile, and they start a real router in front of a live server."""
+    from test_router import smg_router
+
+    base, _ = server
+    docs = k8s_docs()
+    epas = one(docs, "Deployment", "epas")["spec"]["template"]
+    router = one(docs, "Deployment", "epas-router")
+    pod = router["spec"]["template"]
+    assert router["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    epas_service = one(docs, "Service", "epas")
+    assert not epas_service["spec"]["selector"].items() <= pod["metadata"]["labels"].items(), (
+        "the epas Service must not select the router"
+    )
+    service = one(docs, "Service", "epas-router")
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    [container] = pod["spec"]["containers"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == [container["ports"][0]["name"]]
+    args = container["args"]
+    assert args[0] == "launch" and "--service-discovery" in args
+    key, value = args[args.index("--selector") + 1].split("=")
+    assert epas["metadata"]["labels"][key] == value
+    flags = dict(a[2:].split("=", 1) for a in args[1:] if a.startswith("--") and "=" in a)
+    assert int(flags.pop("service-discovery-port")) == epas["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert flags.pop("service-discovery-namespace") == "$(POD_NAMESPACE)"
+    assert {e["name"] for e in container["env"]} >= {"POD_NAMESPACE"}
+    assert int(flags.pop("port")) == container["ports"][0]["containerPort"]
+    assert pod["spec"]["serviceAccountName"] == one(docs, "RoleBinding", "epas-router")["subjects"][0]["name"]
+    role = one(docs, "Role", "epas-router")["rules"][0]
+    assert "pods" in role["resources"] and {"list", "watch"} <= set(role["verbs"])
+
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]["router"]
+    compose_args = compose["command"]
+    compose_flags = dict(a[2:].split("=", 1) for a in compose_args if a.startswith("--") and "=" in a)
+    compose_flags.pop("port")
+    assert flags == compose_flags, "k8s and compose routers differ"
+    help_text = subprocess.run(
+        [require_tool("smg"), "launch", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    for arg in args:
+        if arg.startswith("--"):
+            assert arg.split("=")[0] + " " in help_text, arg
+    flags.pop("host")
+    policy = flags.pop("policy")
+    with smg_router([base], *[f"--{k}={v}" for k, v in flags.items()], policy=policy, model=NAME):
         pass  # smg_router returns once a completion went through this router
