@@ -145,11 +145,11 @@ def test_k8s_manifests_parse_and_fit_together():
 def test_k8s_and_compose_name_only_exported_metrics(server):
     _, exported = server
     used = set()
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(K8S.rglob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             for s in strings(doc):
                 used |= metric_names_in(s)
-    assert "epas_requests_waiting" in used
+    assert {"epas_requests_waiting", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"} <= used
     missing = used - exported
     assert not missing, f"deploy/k8s names metrics the server does not export: {missing}"
 
@@ -393,3 +393,59 @@ def test_k8s_router_discovers_the_epas_pods_and_its_flags_start_smg(server):
     policy = flags.pop("policy")
     with smg_router([base], *[f"--{k}={v}" for k, v in flags.items()], policy=policy, model=NAME):
         pass  # smg_router returns once a completion went through this router
+
+
+def test_gateway_inference_overlay_points_the_pool_and_its_picker_at_the_epas_pods():
+    """deploy/k8s/gateway-inference: the InferencePool selects the epas pods on their port, its
+    endpoint picker (EPP) is reachable where the pool says, reads its config file from the
+    mounted ConfigMap, every scheduling-profile plugin is declared, and the overlay deletes only
+    objects the base has (the SMG router)."""
+    overlay_dir = K8S / "gateway-inference"
+    overlay = yaml.safe_load((overlay_dir / "kustomization.yaml").read_text())
+    assert overlay["resources"][0] == ".."
+    docs = {}
+    for resource in overlay["resources"][1:]:
+        for doc in yaml.safe_load_all((overlay_dir / resource).read_text()):
+            docs.setdefault(doc["kind"], []).append((resource, doc))
+    base = k8s_docs()
+    epas = one(base, "Deployment", "epas")["spec"]["template"]
+    pool = one(docs, "InferencePool", "epas")
+    assert pool["apiVersion"] == "inference.networking.k8s.io/v1"
+    assert pool["spec"]["selector"]["matchLabels"].items() <= epas["metadata"]["labels"].items()
+    port = epas["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert [p["number"] for p in pool["spec"]["targetPorts"]] == [port]
+
+    epp = one(docs, "Deployment", "epas-epp")
+    pod = epp["spec"]["template"]
+    assert epp["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    service = one(docs, "Service", pool["spec"]["endpointPickerRef"]["name"])
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert pool["spec"]["endpointPickerRef"]["port"]["number"] in [p["port"] for p in service["spec"]["ports"]]
+    [container] = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert all(p["targetPort"] in ports for p in service["spec"]["ports"])
+    args = dict(a[2:].split("=", 1) for a in container["args"])
+    assert args["pool-name"] == pool["metadata"]["name"]
+    assert args["total-queued-requests-metric"] == "vllm:num_requests_waiting"
+    assert args["lora-info-metric"] == "", "epas exports no LoRA metric"
+    [mount] = container["volumeMounts"]
+    config_dir, config_file = args["config-file"].rsplit("/", 1)
+    assert mount["mountPath"] == config_dir
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    config = one(docs, "ConfigMap", volume["configMap"]["name"])
+    picker = yaml.safe_load(config["data"][config_file])
+    assert picker["kind"] == "EndpointPickerConfig"
+    declared = {p["type"] for p in picker["plugins"]}
+    for profile in picker["schedulingProfiles"]:
+        refs = {p["pluginRef"] for p in profile["plugins"]}
+        assert refs <= declared, refs - declared
+        assert any(r.endswith("-picker") for r in refs), "a profile needs a picker"
+    binding = one(docs, "RoleBinding", "epas-epp")
+    assert binding["subjects"][0]["name"] == pod["spec"]["serviceAccountName"]
+    role = one(docs, "Role", binding["roleRef"]["name"])
+    assert any("inferencepools" in r["resources"] for r in role["rules"])
+
+    for entry in overlay["patches"]:
+        patch = yaml.safe_load(entry["patch"])
+        assert patch["$patch"] == "delete"
+        one(base, patch["kind"], patch["metadata"]["name"])  # exists in the base
