@@ -331,6 +331,10 @@ def test_compose_fleet_profile_puts_smg_in_front_of_three_replicas(server):
     urls = args[args.index("--worker-urls") + 1:]
     port = services["epas"]["environment"]["EPAS_PORT"]
     assert urls == [f"http://{name}:{port}" for name in replicas]
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    scraped = [t for j in scrape["scrape_configs"] if j["job_name"].startswith("epas")
+               for c in j["static_configs"] for t in c["targets"]]
+    assert scraped == [u.removeprefix("http://") for u in urls], "Prometheus scrapes every replica"
     assert set(router["depends_on"]) == set(replicas)
     assert all(d["condition"] == "service_healthy" for d in router["depends_on"].values())
     flags = dict(a[2:].split("=", 1) for a in args[1:args.index("--worker-urls")])
