@@ -453,3 +453,36 @@ def test_gateway_inference_overlay_points_the_pool_and_its_picker_at_the_epas_po
         patch = yaml.safe_load(entry["patch"])
         assert patch["$patch"] == "delete"
         one(base, patch["kind"], patch["metadata"]["name"])  # exists in the base
+
+
+# Custom resources kubernetes-validate has no schema for; their fields are checked by the tests
+# above (ServiceMonitor, PrometheusRule) and the gateway-inference one (InferencePool).
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "InferencePool"}
+
+
+def test_every_k8s_manifest_fits_its_kubernetes_schema():
+    """Every object under deploy/k8s (overlays included) validates strictly (unknown fields are
+    errors) against the Kubernetes 1.30 OpenAPI schema bundled with kubernetes-validate."""
+    kv = require_module("kubernetes_validate")
+    checked, failures = 0, []
+    for path in sorted(K8S.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc["apiVersion"].startswith("kustomize.config.k8s.io"):
+                continue
+            if doc["kind"] in CRD_KINDS:
+                continue
+            try:
+                kv.validate(doc, "1.30", strict=True)
+                checked += 1
+            except kv.ValidationError as e:
+                failures.append(f"{path.relative_to(K8S)} {doc['kind']}: {e}")
+    assert not failures, "\n".join(failures)
+    assert checked >= 15, checked
+
+
+def test_the_schema_check_rejects_a_wrong_field():
+    kv = require_module("kubernetes_validate")
+    deploy = copy.deepcopy(one(k8s_docs(), "Deployment", "epas-router"))
+    deploy["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]["prot"] = 1
+    with pytest.raises(kv.ValidationError):
+        kv.validate(deploy, "1.30", strict=True)
