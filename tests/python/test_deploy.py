@@ -486,3 +486,17 @@ def test_the_schema_check_rejects_a_wrong_field():
     deploy["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]["prot"] = 1
     with pytest.raises(kv.ValidationError):
         kv.validate(deploy, "1.30", strict=True)
+
+
+def test_inference_pool_fits_its_schema():
+    """The InferencePool against deploy/k8s/gateway-inference/inferencepool.schema.json (the v1
+    CRD's fields this overlay uses, unknown ones refused); a misspelt field fails."""
+    jsonschema = require_module("jsonschema")
+    folder = K8S / "gateway-inference"
+    schema = json.loads((folder / "inferencepool.schema.json").read_text())
+    pool = yaml.safe_load((folder / "inferencepool.yaml").read_text())
+    jsonschema.validate(pool, schema)
+    wrong = copy.deepcopy(pool)
+    wrong["spec"]["targetPort"] = wrong["spec"].pop("targetPorts")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(wrong, schema)
