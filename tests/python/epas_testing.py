@@ -90,9 +90,16 @@ def wait_until(predicate, timeout, what, interval=0.1):
 def epas_server(*flags, model=MODEL):
     """Runs `epas serve --model MODEL --port FREE *flags` (the built-in model when `model` is
     None) until the block ends; yields the base URL once /health says ok."""
+    with epas_process(*flags, model=model) as (_, base):
+        yield base
+
+
+def start_epas(*flags, model=MODEL, port=None):
+    """Starts `epas serve` on `port` (a free one when None) and returns (process, base URL)
+    once /health says ok; the caller stops the process (see `stop`)."""
     assert BINARY.exists(), "build first: cargo build --release --bin epas"
     assert model is None or model.exists(), "run scripts/fetch-models.sh"
-    port = free_port()
+    port = port or free_port()
     env = dict(os.environ, EPAS_THREADS="2", RUST_LOG="warn")
     model_flags = [] if model is None else ["--model", str(model)]
     proc = subprocess.Popen(
@@ -110,14 +117,30 @@ def epas_server(*flags, model=MODEL):
 
     try:
         wait_until(healthy, 60, "epas serve to become healthy", 0.05)
-        yield base
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, base
+
+
+def stop(proc):
+    """SIGTERM, then SIGKILL after 30 s; returns the exit status."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+@contextlib.contextmanager
+def epas_process(*flags, model=MODEL, port=None):
+    """`start_epas` until the block ends; yields (process, base URL)."""
+    proc, base = start_epas(*flags, model=model, port=port)
+    try:
+        yield proc, base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def completion(base, ratio, max_tokens=16, prompt="The economy of the United States", **extra):
@@ -168,11 +191,11 @@ def exported_metrics(base):
     return names
 
 
-METRIC_NAME = r"(?<![\w:])epas_[a-z0-9_]+"
+METRIC_NAME = r"(?<![\w:])(?:epas_[a-z0-9_]+|vllm:[a-z0-9_]+)"
 
 
 def metric_names_in(text):
-    """`epas_*` metric names in PromQL or any text (recording-rule names like
+    """`epas_*` and `vllm:*` metric names in PromQL or any text (recording-rule names like
     `sharing_ratio:epas_x:rate1m` are not metric names and are left out)."""
     import re
 

@@ -131,8 +131,18 @@ def test_dashboard_is_well_formed():
         "epas_step_duration_seconds_bucket",
         "epas_requests_rejected_total",
         "epas_requests_cancelled_total",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
     ):
         assert needed in used, needed
+    # Each replica gets its own row (repeated over the instance variable), and the fleet panels
+    # break queue, KV use and prefix hits down by instance.
+    repeated = [p for p in panels(board) if p["type"] == "row" and p.get("repeat")]
+    assert [r["repeat"] for r in repeated] == ["instance"]
+    assert "$instance" in repeated[0]["title"]
+    by_instance = {t for t, e in targets(board) if "by (instance" in e}
+    assert {"Queue per replica", "KV cache use per replica",
+            "Prefix cache hit rate per replica and ratio"} <= by_instance
 
 
 def test_grafana_provisioning_points_at_the_dashboard():

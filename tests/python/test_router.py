@@ -48,16 +48,16 @@ def prefix_hit_tokens(base):
 
 
 @contextlib.contextmanager
-def smg_router(workers):
-    """`smg launch` in front of `workers` until the block ends; yields its base URL once a
-    completion through it succeeds."""
+def smg_router(workers, *flags, policy="cache_aware", model="builtin"):
+    """`smg launch --policy POLICY *flags` in front of `workers` until the block ends; yields its
+    base URL once a completion for `model` through it succeeds."""
     smg = require_tool("smg")
     port = free_port()
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [smg, "launch", "--host", "127.0.0.1", "--port", str(port),
-         "--prometheus-port", str(free_port()), "--policy", "cache_aware",
-         "--worker-urls", *workers],
+         "--prometheus-port", str(free_port()), "--policy", policy,
+         *flags, "--worker-urls", *workers],
         stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -67,7 +67,7 @@ def smg_router(workers):
             log.seek(0)
             raise AssertionError("smg exited:\n" + log.read().decode()[-3000:])
         try:
-            body = {"model": "builtin", "prompt": "ready?", "max_tokens": 1}
+            body = {"model": model, "prompt": "ready?", "max_tokens": 1}
             return http("POST", base + "/v1/completions", body, timeout=5)[0] == 200
         except OSError:
             return False
