@@ -831,3 +831,32 @@ fn a_second_sigterm_during_the_drain_exits_at_once_with_status_1() {
     let stderr = s.stderr_lines().join("\n");
     assert!(stderr.contains("second shutdown signal"), "{stderr}");
 }
+
+#[test]
+fn drain_grace_keeps_the_port_answering_503_after_sigterm_then_exits_zero() {
+    let mut s = Server::start(&["--drain-grace", "2"]);
+    let signalled = std::time::Instant::now();
+    s.sigterm();
+    let health = wait_draining(&s);
+    assert_eq!(health, json!({"status": "draining"}));
+    // Nothing runs, yet the port stays open for the grace: a router polling /ready sees 503.
+    std::thread::sleep(Duration::from_millis(800));
+    let ready = s.client.get(s.url("/ready")).send().unwrap();
+    assert_eq!(ready.status(), 503);
+    let r = s.post(
+        "/v1/completions",
+        &json!({"prompt": "Hello", "max_tokens": 2}),
+    );
+    assert_eq!(r.status(), 503);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "the checks outlasted the grace"
+    );
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "exited {:?} after the signal, before the grace",
+        signalled.elapsed()
+    );
+}

@@ -79,6 +79,7 @@ fn server_config() -> ServerConfig {
         max_body_bytes: 1 << 20,
         request_timeout: Duration::from_secs(60),
         shutdown_timeout: Duration::from_secs(5),
+        drain_grace: Duration::ZERO,
         cors_origins: vec!["*".into()],
     }
 }

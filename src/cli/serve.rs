@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "EPAS_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Seconds the drain keeps answering 503 (and `/ready`, `/health` 503) after SIGTERM even when
+    /// no request runs, so that routers and load balancers see it before the port closes (at most
+    /// --shutdown-timeout).
+    #[arg(long, env = "EPAS_DRAIN_GRACE", default_value_t = 0)]
+    pub drain_grace: u64,
     /// CORS origins (comma-separated); `*` allows any.
     #[arg(
         long,
@@ -123,6 +128,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        drain_grace: Duration::from_secs(args.drain_grace),
         cors_origins: args.cors_origins.clone(),
     };
     let model_args = args.model.clone();

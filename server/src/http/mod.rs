@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// The least time the drain keeps the listener open (within `shutdown_timeout`).
+    pub drain_grace: Duration,
     /// Origins allowed by CORS; `["*"]` allows any.
     pub cors_origins: Vec<String>,
 }
@@ -259,7 +261,9 @@ where
         }
     }
     signals.next().await;
-    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + config.shutdown_timeout;
+    let grace_end = started + config.drain_grace.min(config.shutdown_timeout);
     tracing::info!("shutting down: refusing new requests, finishing running ones");
     let drain = async {
         if let Some(ready) = state.ready.get() {
@@ -271,6 +275,8 @@ where
                 tracing::warn!("shutdown timeout reached with requests still running");
             }
         }
+        // Routers poll `/ready`: the port stays open, answering 503, until they have seen it.
+        tokio::time::sleep_until(grace_end).await;
         // Closes the listener; the responses still open get what is left of the timeout.
         let _ = stop_tx.send(true);
         tokio::time::timeout_at(deadline, server).await
