@@ -30,8 +30,8 @@ for ctx in 512 2048; do
     --allow-untrained-sharing --json 2>/dev/null > "$out/sharing-$ctx.json"
 done
 
-# Only c=16 here: the full sweep recorded in BENCHMARKS.md by bench-peers.sh stays as it is.
-BENCH_PEERS_RECORD=0 bash scripts/bench-peers.sh 16 "$threads" 2 > "$out/peers.log" 2>&1
+# Only c=16 and c=64 here: the sweep recorded in BENCHMARKS.md by bench-peers.sh stays as it is.
+BENCH_PEERS_RECORD=0 bash scripts/bench-peers.sh 16,64 "$threads" 2 > "$out/peers.log" 2>&1
 
 # Ratio 0 against a build without the sharing machinery (`--features no-sharing`: plans
 # ignored, every layer computes Q/K), interleaved round by round.
@@ -93,14 +93,20 @@ d = med[("epas", "decode_tokens_per_second")] / med[("epas-no-sharing", "decode_
 print(f"| epas / without | {p:.3f}x | {d:.3f}x |\n")
 PY
 python3 - >> "$out/report.md" <<'PY'
-rows = [l.split("|") for l in open("target/bench-peers/peers.md") if "| c=16 |" in l]
-tps = {(r[1].strip(), r[3].strip()): float(r[7]) for r in rows}
-base = tps[("llama-server", "-")]
-print("### Served generated tok/s at concurrency 16 against llama-server (128 in, 128 out)\n")
-print("| server | ratio | output tok/s | vs llama-server |")
-print("|---|---|---|---|")
-for (server, ratio), v in tps.items():
-    print(f"| {server} | {ratio} | {v:.1f} | {v / base:.2f}x |")
+# Columns of the tool's table: run, load, ratio, ok, failed, req/s, out tok/s, total tok/s,
+# TTFT p50, TTFT p99, ITL p50, ITL p99, ...
+rows = [[c.strip() for c in l.split("|")[1:-1]] for l in open("target/bench-peers/peers.md")
+        if l.startswith("| llama-server |") or l.startswith("| epas serve |")]
+print("### Served against llama-server (128 in, 128 out, closed loop)\n")
+print("| clients | server | ratio | output tok/s | vs llama-server | ITL p99 ms | vs llama-server |")
+print("|---|---|---|---|---|---|---|")
+for load in ("c=16", "c=64"):
+    at = [r for r in rows if r[1] == load]
+    base = next(r for r in at if r[0] == "llama-server")
+    for r in at:
+        tps, itl = float(r[6]), float(r[11])
+        print(f"| {load[2:]} | {r[0]} | {r[2]} | {tps:.1f} | {tps / float(base[6]):.2f}x "
+              f"| {itl:.1f} | {itl / float(base[11]):.2f}x |")
 print("\nFull latency table: target/bench-peers/peers.md (the c=1,4,16 sweep is in the "
       "bench-peers section above).")
 PY

@@ -5,6 +5,9 @@
 //! depends on how rows are grouped. f16 rows are widened to f32 first (`vcvtph2ps` where the
 //! build targets F16C), then take the f32 path's arithmetic.
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+mod scores_avx512;
+
 use half::f16;
 
 use crate::kv_cache::KvSlice;
@@ -25,12 +28,22 @@ fn hsum(mut a: [f32; LANES]) -> f32 {
     a[0]
 }
 
+/// `a b + c`, fused where the build targets FMA (a library call otherwise, far too slow for
+/// these loops); every path of one build uses the same.
+#[inline(always)]
+fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    return a.mul_add(b, c);
+    #[cfg(not(target_feature = "fma"))]
+    return a * b + c;
+}
+
 #[inline(always)]
 fn dot_lanes<const HD: usize>(q: &[f32; HD], k: &[f32]) -> [f32; LANES] {
     let mut acc = [0f32; LANES];
     for c in 0..HD / LANES {
         for l in 0..LANES {
-            acc[l] += q[c * LANES + l] * k[c * LANES + l];
+            acc[l] = mul_add(q[c * LANES + l], k[c * LANES + l], acc[l]);
         }
     }
     acc
@@ -51,6 +64,18 @@ fn load_f16<const HD: usize>(run: &[f16], width: usize, off: usize, j: usize) ->
 #[inline(always)]
 fn widen<const HD: usize>(src: &[f16]) -> [f32; HD] {
     let mut out = [0f32; HD];
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    if HD.is_multiple_of(16) && src.len() >= HD {
+        use std::arch::x86_64::*;
+        for c in 0..HD / 16 {
+            // SAFETY: the build targets AVX-512F; `src` holds HD values, `out` HD floats.
+            unsafe {
+                let v = _mm256_loadu_si256(src.as_ptr().add(c * 16) as *const __m256i);
+                _mm512_storeu_ps(out.as_mut_ptr().add(c * 16), _mm512_cvtph_ps(v));
+            }
+        }
+        return out;
+    }
     #[cfg(all(target_arch = "x86_64", target_feature = "f16c"))]
     if HD.is_multiple_of(8) && src.len() >= HD {
         use std::arch::x86_64::*;
@@ -71,6 +96,10 @@ fn widen<const HD: usize>(src: &[f16]) -> [f32; HD] {
 
 /// `out[j] = scale * q . row(j)` for the `out.len()` rows that `row` loads.
 #[inline(always)]
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "avx512f", not(test)),
+    allow(dead_code)
+)]
 fn scores_fixed<const HD: usize>(
     q: &[f32],
     row: impl Fn(usize) -> [f32; HD],
@@ -111,6 +140,31 @@ pub(crate) fn scores(
     scale: f32,
     out: &mut [f32],
 ) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    macro_rules! fixed {
+        ($hd:literal) => {{
+            use scores_avx512::{F16Rows, F32Rows};
+            let last_end = out.len().checked_sub(1).map(|last| {
+                last.checked_mul(width)
+                    .and_then(|x| x.checked_add(off + $hd))
+                    .unwrap_or(usize::MAX)
+            });
+            assert!(last_end.is_none_or(|end| end <= run.len()), "key rows");
+            // SAFETY: the build targets AVX-512F and the run holds `out.len()` rows of
+            // `width` values, each with `off + HD <= width`.
+            unsafe {
+                match run {
+                    KvSlice::F32(run) => {
+                        scores_avx512::scores::<$hd>(q, &F32Rows { run, width, off }, scale, out)
+                    }
+                    KvSlice::F16(run) => {
+                        scores_avx512::scores::<$hd>(q, &F16Rows { run, width, off }, scale, out)
+                    }
+                }
+            }
+        }};
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
     macro_rules! fixed {
         ($hd:literal) => {
             match run {
@@ -147,22 +201,22 @@ fn apply_fixed<const HD: usize>(
     if !first.is_multiple_of(2) && !p.is_empty() {
         let v = row(0);
         for d in 0..HD {
-            b[d] += p[0] * v[d];
+            b[d] = mul_add(p[0], v[d], b[d]);
         }
         j = 1;
     }
     while j + 2 <= p.len() {
         let (va, vb) = (row(j), row(j + 1));
         for d in 0..HD {
-            a[d] += p[j] * va[d];
-            b[d] += p[j + 1] * vb[d];
+            a[d] = mul_add(p[j], va[d], a[d]);
+            b[d] = mul_add(p[j + 1], vb[d], b[d]);
         }
         j += 2;
     }
     if j < p.len() {
         let v = row(j);
         for d in 0..HD {
-            a[d] += p[j] * v[d];
+            a[d] = mul_add(p[j], v[d], a[d]);
         }
     }
     even.copy_from_slice(&a);
@@ -219,22 +273,33 @@ pub(crate) fn finish_apply(acc: &[f32], out: &mut [f32]) {
 }
 
 /// Softmax of a row of scores in place, with 16 partial maxima and sums.
+/// Value `i` goes to lane `i % 16` in both passes; whole chunks and the tail run apart so that
+/// the lanes stay in registers (a partial chunk in the loop made every step store them).
 pub(crate) fn softmax_in_place(row: &mut [f32]) {
     let mut max = [f32::NEG_INFINITY; LANES];
-    for chunk in row.chunks(LANES) {
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
         for (m, &v) in max.iter_mut().zip(chunk) {
             *m = if v > *m { v } else { *m };
         }
+    }
+    for (m, &v) in max.iter_mut().zip(chunks.remainder()) {
+        *m = if v > *m { v } else { *m };
     }
     let max = max
         .into_iter()
         .fold(f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
     let mut sum = [0f32; LANES];
-    for chunk in row.chunks_mut(LANES) {
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
         for (s, v) in sum.iter_mut().zip(chunk.iter_mut()) {
             *v = exp_approx(*v - max);
             *s += *v;
         }
+    }
+    for (s, v) in sum.iter_mut().zip(chunks.into_remainder()) {
+        *v = exp_approx(*v - max);
+        *s += *v;
     }
     let inv = 1.0 / hsum(sum);
     for v in row.iter_mut() {
@@ -279,6 +344,70 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_scores_path_gives_the_portable_bits() {
+        // The AVX-512 path folds 16 keys at once; each key must still get the portable path's
+        // bits (a sequence's output may not depend on the kernel level or on its neighbours).
+        let mut seed = 21;
+        for &hd in &[32usize, 64, 128] {
+            for n in [1usize, 5, 15, 16, 17, 31, 32, 40] {
+                let (width, off) = (hd * 3, hd * 2);
+                let run: Vec<f32> = (0..n * width).map(|_| lcg(&mut seed)).collect();
+                let q: Vec<f32> = (0..hd).map(|_| lcg(&mut seed)).collect();
+                let half: Vec<f16> = run.iter().map(|&v| f16::from_f32(v)).collect();
+                let mut got = vec![0f32; n];
+                let mut want = vec![0f32; n];
+                macro_rules! portable {
+                    ($hd:literal) => {{
+                        scores(&q, KvSlice::F32(&run), width, off, 0.3, &mut got);
+                        scores_fixed::<$hd>(&q, |j| load_f32(&run, width, off, j), 0.3, &mut want);
+                        assert_eq!(got, want, "f32 {hd}/{n}");
+                        scores(&q, KvSlice::F16(&half), width, off, 0.3, &mut got);
+                        scores_fixed::<$hd>(&q, |j| load_f16(&half, width, off, j), 0.3, &mut want);
+                        assert_eq!(got, want, "f16 {hd}/{n}");
+                    }};
+                }
+                match hd {
+                    32 => portable!(32),
+                    64 => portable!(64),
+                    _ => portable!(128),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_gives_the_bits_of_a_lane_per_index_reference() {
+        fn reference(row: &mut [f32]) {
+            let mut max = [f32::NEG_INFINITY; LANES];
+            for (i, &v) in row.iter().enumerate() {
+                max[i % LANES] = if v > max[i % LANES] {
+                    v
+                } else {
+                    max[i % LANES]
+                };
+            }
+            let max = max
+                .into_iter()
+                .fold(f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+            let mut sum = [0f32; LANES];
+            for (i, v) in row.iter_mut().enumerate() {
+                *v = exp_approx(*v - max);
+                sum[i % LANES] += *v;
+            }
+            let inv = 1.0 / hsum(sum);
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+        let mut seed = 4;
+        for n in [1usize, 15, 16, 17, 100, 2048] {
+            let row: Vec<f32> = (0..n).map(|_| 8.0 * lcg(&mut seed)).collect();
+            let (mut got, mut want) = (row.clone(), row);
+            softmax_in_place(&mut got);
+            reference(&mut want);
+            assert_eq!(got, want, "{n} scores");
         }
     }
 

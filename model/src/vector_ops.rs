@@ -50,7 +50,11 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((k as i32 + 127) << 23) as u32)
+    // `k as i32` through the float's bits: adding 1.5 * 2^23 puts the integer `k` in the low
+    // mantissa bits, which vectorizes where the saturating cast does not (same value for every
+    // `k` the clamp allows).
+    let k_int = (k + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
+    e * f32::from_bits(((k_int + 127) << 23) as u32)
 }
 
 #[cfg(test)]
@@ -69,6 +73,7 @@ mod tests {
             x += 0.0137;
         }
         assert_eq!(exp_approx(0.0), 1.0);
+        assert!(exp_approx(f32::NAN).is_nan());
         assert!(exp_approx(-1000.0) < 1e-37);
     }
 

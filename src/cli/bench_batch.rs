@@ -37,6 +37,9 @@ pub struct BenchBatchArgs {
     /// Tokens per engine step (decode rows plus prefill chunks), as `serve`.
     #[arg(long, default_value_t = 512)]
     pub max_batch_tokens: usize,
+    /// Prompt tokens per engine step while some sequence is decoding, as `serve`.
+    #[arg(long, default_value_t = 128)]
+    pub max_prefill_while_decoding: usize,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -67,6 +70,7 @@ pub fn run(args: BenchBatchArgs) -> anyhow::Result<()> {
     let config = EngineConfig {
         max_batch_size: max_c.max(1),
         max_batch_tokens: args.max_batch_tokens,
+        max_prefill_while_decoding: args.max_prefill_while_decoding,
         max_waiting: 4 * max_c + 16,
         prefix_cache: false,
         kv_cache: KvCacheSize::Tokens((args.prompt_tokens + args.gen_tokens + 16) * max_c),

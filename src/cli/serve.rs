@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// Tokens per engine step (decode rows plus prefill chunks).
     #[arg(long, env = "EPAS_MAX_BATCH_TOKENS", default_value_t = 512)]
     pub max_batch_tokens: usize,
+    /// Prompt tokens per engine step while some sequence is decoding (bounds how much arriving
+    /// prompts stretch the running streams' inter-token latency).
+    #[arg(long, env = "EPAS_MAX_PREFILL_WHILE_DECODING", default_value_t = 128)]
+    pub max_prefill_while_decoding: usize,
     /// Queued requests beyond which new ones get 429.
     #[arg(long, env = "EPAS_MAX_WAITING", default_value_t = 256)]
     pub max_waiting: usize,
@@ -105,6 +109,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let engine = EngineConfig {
         max_batch_size: args.max_batch_size,
         max_batch_tokens: args.max_batch_tokens,
+        max_prefill_while_decoding: args.max_prefill_while_decoding,
         max_waiting: args.max_waiting,
         block_size: args.block_size,
         kv_cache,

@@ -12,6 +12,11 @@ pub struct EngineConfig {
     /// Tokens (decode rows plus prefill chunks) in one step, at most: long prompts are prefilled
     /// in chunks so that running decodes keep moving.
     pub max_batch_tokens: usize,
+    /// Prompt tokens (prefill chunks) a step takes at most while some sequence is decoding, so
+    /// that arriving prompts lengthen the running streams' inter-token gaps by a bounded
+    /// amount; the rest of `max_batch_tokens` stays for decode rows. A step with nothing
+    /// decoding prefills up to `max_batch_tokens`.
+    pub max_prefill_while_decoding: usize,
     /// Requests waiting for admission, at most; more are refused as overloaded.
     pub max_waiting: usize,
     /// Positions per KV block.
@@ -31,6 +36,7 @@ impl Default for EngineConfig {
         Self {
             max_batch_size: 64,
             max_batch_tokens: 512,
+            max_prefill_while_decoding: 128,
             max_waiting: 256,
             block_size: 16,
             kv_cache: KvCacheSize::Tokens(32768),
@@ -67,6 +73,10 @@ impl EngineConfig {
         for (name, v) in [
             ("max_batch_size", self.max_batch_size),
             ("max_batch_tokens", self.max_batch_tokens),
+            (
+                "max_prefill_while_decoding",
+                self.max_prefill_while_decoding,
+            ),
             ("block_size", self.block_size),
         ] {
             if v == 0 {

@@ -9,7 +9,9 @@
 //! one sequence fits the pool alone. A waiting sequence is admitted only when the blocks for its
 //! whole prompt fit next to what the running sequences still need (their remaining prefill and
 //! one more block each), and never in a step that preempted, so a preempted sequence is not
-//! re-admitted only to be preempted again.
+//! re-admitted only to be preempted again. While any sequence decodes, the prompt tokens of a
+//! step (chunks of running prefills and of admissions) stay within `max_prefill_while_decoding`,
+//! so that arriving prompts stretch the decoding streams' inter-token gaps by a bounded amount.
 
 mod kv_space;
 mod output;
@@ -185,14 +187,32 @@ impl Scheduler {
     }
 
     /// Decides the next step: running sequences first (oldest first, preempting the youngest
-    /// when blocks run out), then admissions within the token budget.
+    /// when blocks run out), then admissions within the token budget. While any sequence
+    /// decodes, prompt chunks (of running and admitted sequences alike) share the smaller
+    /// prefill budget, so a decode row always finds room and its step stays short.
     pub fn schedule(&mut self) -> StepPlan {
         let mut plan = StepPlan::default();
         let mut budget = self.config.max_batch_tokens;
+        let mut prefill_budget = if self.running.iter().any(Running::is_decoding) {
+            self.config.max_prefill_while_decoding.min(budget)
+        } else {
+            budget
+        };
         let mut preempted = false;
         let mut slot = 0;
         while slot < self.running.len() && budget > 0 {
-            let chunk = self.running[slot].pending().min(budget);
+            let decoding = self.running[slot].is_decoding();
+            let chunk = if decoding {
+                1
+            } else {
+                self.running[slot].pending().min(budget).min(prefill_budget)
+            };
+            if chunk == 0 {
+                // Its prompt waits for a step with prefill budget left; it keeps its blocks.
+                slot += 1;
+                continue;
+            }
+            let prefill = if decoding { 0 } else { chunk };
             let draft = self.draft(slot, chunk, budget);
             if !draft.is_empty() && self.grow_into_free(slot, chunk + draft.len()) {
                 budget -= chunk + draft.len();
@@ -201,6 +221,7 @@ impl Scheduler {
             } else if self.grow(slot, chunk) {
                 plan.rows.push(self.row(slot, chunk, Vec::new()));
                 budget -= chunk;
+                prefill_budget -= prefill;
                 slot += 1;
             } else if slot > 0 || self.running.len() > 1 {
                 // The youngest gives its blocks back; when that is `slot` itself, it waits.
@@ -218,7 +239,7 @@ impl Scheduler {
             }
         }
         if !preempted {
-            self.admit(&mut plan, budget);
+            self.admit(&mut plan, budget.min(prefill_budget));
         }
         plan
     }
@@ -249,9 +270,11 @@ impl Scheduler {
             return Vec::new();
         };
         let running = self.running.len();
+        // Only a row that runs its last sampled token may carry drafts: one whose chunk the
+        // prefill budget cut to a single prompt token must not.
+        let decoding = self.running[slot].is_decoding() && chunk == 1;
         let seq = &mut self.running[slot].seq;
         let params = &seq.params;
-        let decoding = chunk == 1 && seq.generated() > 0;
         // Tokens the step may add besides the model's own: never past max_tokens.
         let room = params.max_tokens.saturating_sub(seq.generated() + 1);
         let k = cfg.num_tokens.min(room).min(budget - chunk);

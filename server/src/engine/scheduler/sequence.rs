@@ -73,4 +73,9 @@ impl Running {
     pub fn pending(&self) -> usize {
         self.seq.tokens.len() - self.cache.len()
     }
+
+    /// Whether the next step only runs its last sampled token (no prompt left to prefill).
+    pub fn is_decoding(&self) -> bool {
+        self.pending() == 1 && self.cache.len() >= self.seq.prompt_len
+    }
 }

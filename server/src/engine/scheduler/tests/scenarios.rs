@@ -176,3 +176,63 @@ fn the_fake_model_panics_on_its_panic_token() {
     h.submit(request(vec![PANIC], 0.0, 2, 1)).unwrap();
     h.step();
 }
+
+#[test]
+fn arriving_prompts_take_only_the_prefill_budget_while_others_decode() {
+    // Inter-token gaps of running streams are bounded by the prompt tokens a step carries: with
+    // sequences decoding, each step prefills at most `max_prefill_while_decoding` tokens, and
+    // every decoding sequence still runs in every step; with nothing decoding, prompts take the
+    // whole step.
+    let mut cfg = config(16, 64);
+    cfg.max_prefill_while_decoding = 8;
+    let mut h = Harness::new(cfg, 2000);
+    let first: Vec<u64> = (0..2)
+        .map(|i| h.submit(request(prompt(20, i), 0.0, 30, 1)).unwrap())
+        .collect();
+    let plan = h.step();
+    let prefilled: usize = plan.rows.iter().map(|r| r.tokens.len()).sum();
+    assert_eq!(
+        prefilled, 40,
+        "nothing decodes yet: both prompts in one step"
+    );
+    let later: Vec<u64> = (2..6)
+        .map(|i| h.submit(request(prompt(30, i), 0.5, 10, 1)).unwrap())
+        .collect();
+    let mut steps = 0;
+    while !h.scheduler.is_idle() {
+        let decoding: Vec<_> = h
+            .scheduler
+            .running
+            .iter()
+            .filter(|r| r.is_decoding())
+            .map(|r| r.seq.id)
+            .collect();
+        let plan = h.step();
+        steps += 1;
+        assert!(steps < 200, "no progress");
+        for id in &decoding {
+            assert!(
+                plan.rows
+                    .iter()
+                    .any(|r| r.seq == *id && r.tokens.len() == 1),
+                "a decoding sequence runs in every step"
+            );
+        }
+        let prefill: usize = plan
+            .rows
+            .iter()
+            .filter(|r| r.prefill)
+            .map(|r| r.tokens.len())
+            .sum();
+        if !decoding.is_empty() {
+            assert!(prefill <= 8, "step {steps} prefilled {prefill} tokens");
+        }
+    }
+    for (i, id) in first.iter().chain(&later).enumerate() {
+        let (len, max) = if i < 2 { (20, 30) } else { (30, 10) };
+        assert_eq!(
+            h.outcome(*id, 1).tokens,
+            h.expected(&prompt(len, i as u32), max, 1)
+        );
+    }
+}

@@ -213,3 +213,36 @@ fn drafts_never_take_the_blocks_later_sequences_need() {
         );
     }
 }
+
+#[test]
+fn a_sequence_prefilled_again_under_a_small_prefill_budget_gets_no_drafts() {
+    // A preempted sequence prefills its prompt and generated tokens again; a prefill budget of
+    // one token per step cuts those chunks to single tokens, which must not be taken for decode
+    // steps (drafts there would overwrite positions of tokens already generated).
+    let small = |cfg: EngineConfig| EngineConfig {
+        max_prefill_while_decoding: 1,
+        ..cfg
+    };
+    let requests: Vec<_> = (0..6)
+        .map(|i| request(prompt(6 + i, 10 + i as u32), 0.0, 40, 1))
+        .collect();
+    let mut preempting_pools = 0;
+    for blocks in (112..=400).step_by(8) {
+        let mut plain = Harness::with_model(small(config(8, 64)), blocks, true);
+        let mut drafted = Harness::with_model(small(speculative(config(8, 64), 4)), blocks, true);
+        for h in [&mut plain, &mut drafted] {
+            for r in &requests {
+                h.submit(r.clone()).unwrap();
+            }
+            h.run_until_idle(4000);
+        }
+        if drafted.scheduler.counts().preemptions > 0 {
+            preempting_pools += 1;
+        }
+        assert!(
+            per_choice(&drafted) == per_choice(&plain),
+            "{blocks} blocks: the streams differ"
+        );
+    }
+    assert!(preempting_pools > 5, "the pools must preempt");
+}
