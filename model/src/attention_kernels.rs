@@ -28,22 +28,12 @@ fn hsum(mut a: [f32; LANES]) -> f32 {
     a[0]
 }
 
-/// `a b + c`, fused where the build targets FMA (a library call otherwise, far too slow for
-/// these loops); every path of one build uses the same.
-#[inline(always)]
-fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(target_feature = "fma")]
-    return a.mul_add(b, c);
-    #[cfg(not(target_feature = "fma"))]
-    return a * b + c;
-}
-
 #[inline(always)]
 fn dot_lanes<const HD: usize>(q: &[f32; HD], k: &[f32]) -> [f32; LANES] {
     let mut acc = [0f32; LANES];
     for c in 0..HD / LANES {
         for l in 0..LANES {
-            acc[l] = mul_add(q[c * LANES + l], k[c * LANES + l], acc[l]);
+            acc[l] += q[c * LANES + l] * k[c * LANES + l];
         }
     }
     acc
@@ -201,22 +191,22 @@ fn apply_fixed<const HD: usize>(
     if !first.is_multiple_of(2) && !p.is_empty() {
         let v = row(0);
         for d in 0..HD {
-            b[d] = mul_add(p[0], v[d], b[d]);
+            b[d] += p[0] * v[d];
         }
         j = 1;
     }
     while j + 2 <= p.len() {
         let (va, vb) = (row(j), row(j + 1));
         for d in 0..HD {
-            a[d] = mul_add(p[j], va[d], a[d]);
-            b[d] = mul_add(p[j + 1], vb[d], b[d]);
+            a[d] += p[j] * va[d];
+            b[d] += p[j + 1] * vb[d];
         }
         j += 2;
     }
     if j < p.len() {
         let v = row(j);
         for d in 0..HD {
-            a[d] = mul_add(p[j], v[d], a[d]);
+            a[d] += p[j] * v[d];
         }
     }
     even.copy_from_slice(&a);

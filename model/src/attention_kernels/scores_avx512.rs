@@ -1,6 +1,7 @@
 //! Scores of 16 keys at a time on AVX-512. Each key's dot product runs in 16 lanes exactly as
-//! the portable path does (`dot_lanes`: lane `l` accumulates `q[c*16+l] k[c*16+l]` by fused
-//! multiply-adds over the chunks `c` in order, starting from zero), and the 16 keys' lane vectors are then folded together by a
+//! the portable path does (`dot_lanes`: lane `l` adds the products `q[c*16+l] k[c*16+l]` over
+//! the chunks `c` in order, starting from zero; a multiply and an add, not fused, so that the
+//! bits stay those of every other build), and the 16 keys' lane vectors are then folded together by a
 //! transposing tree that adds, for every key, lanes `l` and `l+8`, then `l+4`, `l+2`, `l+1`: the
 //! order of `hsum`. So a key scores the same bits here as on the portable path, while the
 //! horizontal sums cost about 3 instructions a key instead of about 10.
@@ -58,7 +59,7 @@ impl<const HD: usize> KeyRows for Padded<HD> {
 unsafe fn dot_lanes<const HD: usize>(q: &[__m512; 8], keys: &impl KeyRows, j: usize) -> __m512 {
     let mut acc = _mm512_setzero_ps();
     for (c, qc) in q.iter().enumerate().take(HD / 16) {
-        acc = _mm512_fmadd_ps(*qc, keys.chunk(j, c), acc);
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(*qc, keys.chunk(j, c)));
     }
     acc
 }
