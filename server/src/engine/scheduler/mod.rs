@@ -311,7 +311,7 @@ impl Scheduler {
             } else {
                 Vec::new()
             },
-            prefill: chunk > 1 || start < r.seq.prompt_len,
+            prefill: !r.is_decoding(),
             draft,
             input,
         }
